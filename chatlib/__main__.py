@@ -1,0 +1,5 @@
+import sys
+
+from chatlib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,17 @@
+import socket
+import sys  # chatlib: the one change to the seed: host and port can be given
+
+servidor = sys.argv[1] if len(sys.argv) > 1 else '127.0.0.1'  # seed: '192.168.1.110'
+puerto_servidor = int(sys.argv[2]) if len(sys.argv) > 2 else 5000
+
+cliente_socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+
+cliente_socket.connect((servidor, puerto_servidor))
+
+while True:
+    mensaje = input("Escribe lo que quieres enviar: ")
+    cliente_socket.sendall(mensaje.encode())
+
+    respuesta_servidor = cliente_socket.recv(1024)
+    print(f"Respuesta del servidor: {respuesta_servidor.decode()}")
+    cliente_socket.close()
