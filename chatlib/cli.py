@@ -11,7 +11,7 @@ import argparse
 import subprocess
 import sys
 
-from chatlib import original
+from chatlib import original, terminal
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -52,6 +52,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=original.DEFAULT_PORT, help="default: %(default)s"
     )
     orig.set_defaults(run=run_original)
+
+    chat = commands.add_parser(
+        "chat",
+        help="the terminal chat client",
+        description=(
+            "Join the room as NICK and chat: incoming lines appear above the line you "
+            "are typing, never through it.  /who lists who is here, /quit (or Ctrl-D) "
+            "leaves.  With stdin from a pipe or a file, each line read is sent."
+        ),
+    )
+    terminal.add_arguments(chat)
+    chat.set_defaults(run=terminal.run)
     return parser
 
 
