@@ -1,0 +1,396 @@
+"""The chat room as pure logic (lesson 06): who is in, who is sent what, in which order.
+
+There are no sockets and no threads here.  A server engine tells the room what
+happened on the network (a member connected, a payload arrived, a socket
+closed, some payloads went out) and asks it what to send to whom.  This is the
+way ``h11`` does HTTP: the rules live in one plain object, fed events, and the
+I/O lives in thin shells around it.  Both engines, ``chatlib.server_threads``
+and ``chatlib.server_asyncio``, are such shells, so they share every rule::
+
+    >>> room = Room(clock=lambda: 1700000000.0)
+    >>> ana, ben = room.connect(), room.connect()
+    >>> _ = room.receive(ana, b'{"type": "join", "nick": "ana"}')
+    >>> _ = room.receive(ben, b'{"type": "join", "nick": "ben"}')
+    >>> _ = room.receive(ben, b'{"type": "say", "text": "hola"}')
+    >>> for payload in room.take(ana).payloads:
+    ...     print(payload.decode())
+    {"type":"welcome","nick":"ana","users":["ana"],"history":[]}
+    {"type":"joined","nick":"ben"}
+    {"type":"message","id":1,"nick":"ben","text":"hola","ts":1700000000.0}
+
+Every event method returns the members it *touched*: those with something new
+to send, or that must now be closed.  The engine wakes their writers, and each
+writer calls ``take()`` and, once the payloads are out, ``sent()``.
+
+The rules (PROTOCOL.md section 2), each kept in one place below:
+
+- one order: ``_say`` numbers a message and queues the same bytes to every
+  member at once, so all members, the sender too, see the same sequence;
+- a nick is 1 to 32 characters without control characters, unique when case
+  is ignored (``nick_problem``, ``nick_key``); a bad join leaves the
+  connection open for another try;
+- each member's queue is bounded: what is waiting plus what the engine has
+  taken but not yet sent.  When it would overflow, the member is dropped
+  (``_drop_slow``): its queue is emptied, it is sent only ``error too-slow``,
+  and the others are told it ``left``.  A member that stops reading therefore
+  costs at most ``queue_limit`` payloads of memory and never slows anyone down;
+- a closing member is sent nothing new; what was queued before still goes out,
+  then the connection is closed.
+
+History: with a ``store``, message ids come from ``store.append`` (called
+before anyone is sent the message) and ``welcome.history`` from
+``store.recent``.  Without one, the room numbers messages 1, 2, 3, ... itself
+and keeps the last ``history_size`` messages in memory (default 20; 0 turns
+history off).  The history in a ``welcome`` is shortened, oldest first, until
+the ``welcome`` fits in one frame of ``max_payload`` bytes.
+
+A ``Room`` is not thread-safe: the threads engine holds one lock around every
+call, and the asyncio engine calls it from its event loop only.
+"""
+
+from __future__ import annotations
+
+import time
+import unicodedata
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from chatlib import messages
+from chatlib.framing import DEFAULT_MAX_FRAME
+from chatlib.messages import Join, Leave, MessageError, Say, Who
+
+DEFAULT_MAX_TEXT = 4000
+DEFAULT_QUEUE_LIMIT = 1024
+DEFAULT_HISTORY = 20
+MAX_NICK = 32
+
+# Room for the digits of a message id that is not known yet when the size of
+# its payload is checked (see _say).
+_ID_ROOM = 20
+
+
+class Store(Protocol):
+    """Where messages are kept (lesson 07 puts them in SQLite)."""
+
+    def append(self, nick: str, text: str, ts: float) -> int:
+        """Keep a message and return its id, larger than every id before."""
+
+    def recent(self, n: int) -> list[dict[str, Any]]:
+        """The last ``n`` messages, oldest first, as ``message`` objects."""
+
+
+class Authenticator(Protocol):
+    """Who may use which nick (lesson 07 checks hashed passwords)."""
+
+    def check(self, nick: str, password: str) -> bool: ...
+
+
+def nick_problem(nick: str) -> str | None:
+    """Say what is wrong with ``nick``, or return ``None`` if it is a good nick."""
+    if not 1 <= len(nick) <= MAX_NICK:
+        return f"a nick has 1 to {MAX_NICK} characters; {nick!r} has {len(nick)}"
+    for char in nick:
+        if unicodedata.category(char) == "Cc":  # \n, \t, \x1b (terminal escapes), DEL...
+            return f"a nick has no control characters; {nick!r} has {char!r}"
+    return None
+
+
+def nick_key(nick: str) -> str:
+    """The form two nicks are compared in: 'Ana', 'ANA' and 'ana' are one nick."""
+    # NFC first, so 'é' typed as one character or as 'e' + accent is one nick too.
+    return unicodedata.normalize("NFC", nick).casefold()
+
+
+class Member:
+    """One connection to the room, joined or not.  The engine keeps it as a handle."""
+
+    def __init__(self, number: int):
+        self.number = number  # the connection's number, for people reading logs
+        self.nick: str | None = None  # set by a good join
+        self.closing: str | None = None  # why we are closing it, once we are
+        self.closed = False  # its socket is gone; nothing more is sent
+        self.outbox: deque[bytes] = deque()  # payloads waiting for the engine
+        self.in_flight = 0  # payloads taken by the engine, not yet reported sent
+
+    @property
+    def queued(self) -> int:
+        """How much of the member's bounded queue is in use."""
+        return len(self.outbox) + self.in_flight
+
+    def __repr__(self) -> str:
+        state = " closed" if self.closed else f" closing ({self.closing})" if self.closing else ""
+        nick = f" {self.nick!r}" if self.nick is not None else ""
+        return f"<Member {self.number}{nick}{state}>"
+
+
+@dataclass
+class Outgoing:
+    """What ``take()`` hands an engine: payloads to send, then whether to close."""
+
+    payloads: list[bytes]
+    close: bool
+
+    def __bool__(self) -> bool:
+        return bool(self.payloads) or self.close
+
+
+class Room:
+    def __init__(
+        self,
+        *,
+        max_text: int = DEFAULT_MAX_TEXT,
+        queue_limit: int = DEFAULT_QUEUE_LIMIT,
+        max_payload: int = DEFAULT_MAX_FRAME,
+        history_size: int = DEFAULT_HISTORY,
+        store: Store | None = None,
+        authenticator: Authenticator | None = None,
+        clock: Callable[[], float] = time.time,
+    ):
+        if queue_limit < 1:
+            raise ValueError("queue_limit must be at least 1")
+        self.max_text = max_text
+        self.queue_limit = queue_limit
+        self.max_payload = max_payload
+        self.history_size = history_size
+        self.store = store
+        self.authenticator = authenticator
+        self.clock = clock
+
+        self._connections: dict[Member, None] = {}  # every open connection, in order
+        self._members: dict[str, Member] = {}  # nick_key -> joined member, in join order
+        self._history: deque[dict[str, Any]] = deque(maxlen=history_size)
+        self._next_id = 1
+        self._last_ts = 0.0
+        self._connection_count = 0
+        self._shut_down = False
+        self.peak_queued = 0  # the fullest any member's queue has been
+
+        # Filled while one event is handled, emptied by _done().
+        self._touched: dict[Member, None] = {}
+        self._left_to_announce: deque[str] = deque()
+
+    # Events from the engine ------------------------------------------------------
+
+    def connect(self) -> Member:
+        """A new connection: it may send a ``join`` now."""
+        self._connection_count += 1
+        member = Member(self._connection_count)
+        self._connections[member] = None
+        if self._shut_down:
+            self._close(member, messages.SERVER_SHUTDOWN, "the server is shutting down")
+            self._done()
+        return member
+
+    def receive(self, member: Member, payload: bytes) -> list[Member]:
+        """One whole payload arrived from ``member``."""
+        if member.closing or member.closed:
+            return self._done()  # it said goodbye or was dropped: the rest is ignored
+        try:
+            request = messages.parse_client(payload)
+        except MessageError as problem:
+            self._send_error(member, problem.code, problem.detail)
+            return self._done()
+        if isinstance(request, Join):
+            self._join(member, request)
+        elif member.nick is None:
+            kind = type(request).__name__.lower()
+            self._send_error(
+                member, messages.NOT_JOINED, f"send a 'join' with your nick before a {kind!r}"
+            )
+        elif isinstance(request, Say):
+            self._say(member, request.text)
+        elif isinstance(request, Who):
+            self._send(member, messages.encode(messages.users(self.users())))
+        elif isinstance(request, Leave):
+            self._close(member, "leave")
+        return self._done()
+
+    def end_of_stream(self, member: Member) -> list[Member]:
+        """The member closed its side cleanly: the same as a ``leave``."""
+        self._close(member, "end of stream")
+        return self._done()
+
+    def stream_error(self, member: Member, code: str, detail: str) -> list[Member]:
+        """The framing broke (``too-large``, ``truncated``): tell it where we can, then close."""
+        self._close(member, code, detail)
+        return self._done()
+
+    def closed(self, member: Member) -> list[Member]:
+        """The connection is gone (closed by us, reset by the peer, broken)."""
+        if not member.closed:
+            member.closed = True
+            member.outbox.clear()
+            member.in_flight = 0
+            self._connections.pop(member, None)
+            self._leave_room(member)
+            self._touched[member] = None
+        return self._done()
+
+    def shutdown(self) -> list[Member]:
+        """The server is stopping: every connection gets ``error server-shutdown``."""
+        self._shut_down = True
+        for member in list(self._connections):
+            self._close(member, messages.SERVER_SHUTDOWN, "the server is shutting down")
+        return self._done()
+
+    # The engine's side of each member's queue --------------------------------------
+
+    def take(self, member: Member) -> Outgoing:
+        """Hand over everything waiting for ``member``; ``close`` means: then hang up."""
+        if member.closed:
+            return Outgoing([], close=True)
+        payloads = list(member.outbox)
+        member.outbox.clear()
+        member.in_flight += len(payloads)
+        return Outgoing(payloads, close=member.closing is not None)
+
+    def sent(self, member: Member, count: int) -> None:
+        """The engine has written ``count`` of the payloads it took for ``member``."""
+        if not member.closed:
+            member.in_flight = max(0, member.in_flight - count)
+
+    # Questions ---------------------------------------------------------------------
+
+    def users(self) -> list[str]:
+        """The nicks in the room, in the order they joined."""
+        return [member.nick for member in self._members.values() if member.nick is not None]
+
+    def stats(self) -> dict[str, int]:
+        return {
+            "connections": len(self._connections),
+            "members": len(self._members),
+            "queued": sum(member.queued for member in self._connections),
+            "peak_queued": self.peak_queued,
+        }
+
+    # The rules ---------------------------------------------------------------------
+
+    def _join(self, member: Member, request: Join) -> None:
+        if member.nick is not None:
+            self._send_error(
+                member, messages.BAD_MESSAGE, f"you have already joined as {member.nick!r}"
+            )
+            return
+        problem = nick_problem(request.nick)
+        if problem:
+            self._send_error(member, messages.BAD_NICK, problem)
+            return
+        if self.authenticator is not None:
+            if request.password is None:
+                self._send_error(
+                    member, messages.AUTH_FAILED, "this server needs a 'password' in the 'join'"
+                )
+                return
+            if not self.authenticator.check(request.nick, request.password):
+                self._send_error(member, messages.AUTH_FAILED, "wrong nick or password")
+                return
+        key = nick_key(request.nick)
+        if key in self._members:
+            taken = self._members[key].nick
+            self._send_error(
+                member, messages.NICK_TAKEN, f"{taken!r} is already here; choose another nick"
+            )
+            return
+        member.nick = request.nick
+        self._members[key] = member
+        self._send(member, self._welcome(member.nick))
+        announcement = messages.encode(messages.joined(member.nick))
+        for other in list(self._members.values()):
+            if other is not member:
+                self._send(other, announcement)
+
+    def _welcome(self, nick: str) -> bytes:
+        history = self._recent()
+        while True:
+            payload = messages.encode(messages.welcome(nick, self.users(), history))
+            if len(payload) <= self.max_payload or not history:
+                return payload
+            history = history[1:]  # too big for one frame: drop the oldest
+
+    def _recent(self) -> list[dict[str, Any]]:
+        if self.history_size <= 0:
+            return []
+        if self.store is not None:
+            return list(self.store.recent(self.history_size))
+        return list(self._history)
+
+    def _say(self, member: Member, text: str) -> None:
+        assert member.nick is not None
+        if len(text) > self.max_text:
+            self._send_error(
+                member,
+                messages.TOO_LONG,
+                f"the text has {len(text)} characters; the limit is {self.max_text}",
+            )
+            return
+        # Time never runs backwards in the room, even if the clock is set back.
+        ts = max(self.clock(), self._last_ts)
+        # Check the size before the store keeps it: every member must be able
+        # to receive it in one frame.
+        if len(messages.encode(messages.message(0, member.nick, text, ts))) + _ID_ROOM > (
+            self.max_payload
+        ):
+            self._send_error(member, messages.TOO_LONG, "the text is too long to fit in a frame")
+            return
+        if self.store is not None:
+            message_id = self.store.append(member.nick, text, ts)  # before anyone sees it
+        else:
+            message_id = self._next_id
+            self._next_id += 1
+        self._last_ts = ts
+        message = messages.message(message_id, member.nick, text, ts)
+        if self.store is None:
+            self._history.append(message)
+        payload = messages.encode(message)  # encoded once, the same bytes for everyone
+        for other in list(self._members.values()):
+            self._send(other, payload)
+
+    def _send(self, member: Member, payload: bytes) -> None:
+        if member.closing or member.closed:
+            return  # nothing more is sent to a member on its way out
+        if member.queued >= self.queue_limit:
+            self._drop_slow(member)
+            return
+        member.outbox.append(payload)
+        self.peak_queued = max(self.peak_queued, member.queued)
+        self._touched[member] = None
+
+    def _send_error(self, member: Member, code: str, detail: str) -> None:
+        self._send(member, messages.encode(messages.error(code, detail)))
+
+    def _drop_slow(self, member: Member) -> None:
+        member.outbox.clear()  # what it has not been sent, it never will be
+        self._close(
+            member,
+            messages.TOO_SLOW,
+            f"you were dropped: {self.queue_limit} messages were waiting for you",
+        )
+
+    def _close(self, member: Member, reason: str, error_detail: str | None = None) -> None:
+        """Start closing ``member``; with ``error_detail``, ``reason`` is the error code sent."""
+        if member.closing or member.closed:
+            return
+        if error_detail is not None:
+            # The one payload allowed past the queue's limit: the reason we hang up.
+            member.outbox.append(messages.encode(messages.error(reason, error_detail)))
+        member.closing = reason
+        self._touched[member] = None
+        self._leave_room(member)
+
+    def _leave_room(self, member: Member) -> None:
+        if member.nick is not None and self._members.get(nick_key(member.nick)) is member:
+            del self._members[nick_key(member.nick)]
+            # Announced in _done(): telling everyone may drop another slow member,
+            # whose own 'left' then waits its turn instead of recursing.
+            self._left_to_announce.append(member.nick)
+
+    def _done(self) -> list[Member]:
+        while self._left_to_announce:
+            announcement = messages.encode(messages.left(self._left_to_announce.popleft()))
+            for other in list(self._members.values()):
+                self._send(other, announcement)
+        touched = list(self._touched)
+        self._touched.clear()
+        return touched

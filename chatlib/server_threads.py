@@ -1,0 +1,302 @@
+"""The chat server on blocking sockets and threads (lessons 04 and 06).
+
+Each connection gets two threads:
+
+- a **reader**, which blocks in ``recv`` (through ``chatlib.framing.FrameReader``)
+  and hands every whole payload to the room;
+- a **writer**, which sleeps until the room has something for its member, then
+  blocks in ``sendall`` until the bytes are out.
+
+Why two?  A member that stops reading fills its socket's buffers, and then
+``sendall`` blocks.  If the thread that blocked were the one broadcasting a
+line, everybody would wait for the slowest member.  With a writer per member,
+only that member's writer waits; the room keeps queueing for it, up to its
+limit, and then drops it (see ``chatlib.room``).
+
+All the rules live in the room (``chatlib.room.Room``), which is not
+thread-safe: one lock guards every call into it.  The lock is held only for
+that quick bookkeeping, never while a socket blocks.
+
+Closing a connection, whatever the reason, goes the same way: the writer sends
+what is still queued (the last payload may be an ``error``) and shuts the
+sending side (the peer sees end of stream); the reader keeps reading and
+throwing away until the peer closes too, so the peer's last bytes do not turn
+our close into a reset that destroys the ``error`` before it is read.  A peer
+that does neither within ``grace`` seconds is cut off.
+"""
+
+from __future__ import annotations
+
+import logging
+import selectors
+import socket
+import ssl
+import threading
+import time
+
+from chatlib.framing import DEFAULT_MAX_FRAME, FrameReader, ProtocolError, send_frame
+from chatlib.room import Member, Room
+
+log = logging.getLogger(__name__)
+
+DEFAULT_GRACE = 5.0  # seconds a closing connection has to take its last bytes and hang up
+_HANG_GUARD = 30.0  # the longest stop() waits for any one thread; only a bug waits that long
+
+
+def listen(host: str, port: int, backlog: int = 128) -> socket.socket:
+    """A listening TCP socket on ``host``:``port`` (``port=0``: the OS picks one).
+
+    ``socket.create_server`` sets ``SO_REUSEADDR`` on Unix, so a server can be
+    restarted at once on the same port.  Raises ``OSError`` (``socket.gaierror``
+    for an unknown host) when it cannot listen there.
+    """
+    family, _, _, _, address = socket.getaddrinfo(
+        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )[0]
+    return socket.create_server(address[:2], family=family, backlog=backlog)
+
+
+def _shutdown(sock: socket.socket, how: int) -> None:
+    # socket.socket.shutdown, not SSLSocket.shutdown: the TLS version also throws
+    # away the TLS state that the connection's other thread may be using.
+    try:
+        socket.socket.shutdown(sock, how)
+    except OSError:
+        pass  # already closed or never connected: nothing left to shut
+
+
+class _Connection:
+    def __init__(self, sock: socket.socket, member: Member, lock: threading.Lock):
+        self.sock = sock
+        self.member = member
+        self.wakeup = threading.Condition(lock)  # the writer sleeps here
+        self.reader: threading.Thread | None = None
+        self.writer: threading.Thread | None = None
+        self.deadline: threading.Timer | None = None  # cuts off a peer that will not hang up
+
+
+class ThreadedServer:
+    """A broadcast chat room served by threads.  ``start()``, then ``stop()``."""
+
+    engine = "threads"
+
+    def __init__(
+        self,
+        room: Room,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        max_frame: int = DEFAULT_MAX_FRAME,
+        grace: float = DEFAULT_GRACE,
+    ):
+        self.room = room
+        self.ssl_context = ssl_context
+        self.max_frame = max_frame
+        self.grace = grace
+        self._listener = listen(host, port)  # fails here, before any thread starts
+        self.address: tuple[str, int] = self._listener.getsockname()[:2]
+        self._lock = threading.Lock()
+        self._connections: dict[Member, _Connection] = {}
+        self._handshaking: set[socket.socket] = set()  # TLS sockets not yet in the room
+        self._handlers: set[threading.Thread] = set()  # every connection's reader thread
+        self._stopping = False
+        # Writing a byte to _wake_w wakes the accept loop so that it can stop.
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._acceptor = threading.Thread(
+            target=self._accept_loop, name=f"chat-accept-{self.address[1]}", daemon=True
+        )
+
+    def start(self) -> None:
+        self._acceptor.start()
+
+    # Accepting -----------------------------------------------------------------------
+
+    def _accept_loop(self) -> None:
+        self._listener.setblocking(False)  # a client may vanish between select and accept
+        with selectors.DefaultSelector() as selector:
+            selector.register(self._listener, selectors.EVENT_READ)
+            selector.register(self._wake_r, selectors.EVENT_READ)
+            while True:
+                for key, _ in selector.select():
+                    if key.fileobj is self._wake_r:
+                        return
+                    try:
+                        sock, _address = self._listener.accept()
+                    except BlockingIOError:
+                        continue
+                    except OSError as error:  # e.g. out of file descriptors
+                        log.warning("accept failed: %s", error)
+                        time.sleep(0.1)  # do not spin while the condition lasts
+                        continue
+                    sock.setblocking(True)
+                    handler = threading.Thread(
+                        target=self._serve_connection, args=(sock,), daemon=True
+                    )
+                    with self._lock:
+                        self._handlers.add(handler)
+                    handler.start()
+
+    def _serve_connection(self, sock: socket.socket) -> None:
+        """The reader thread: TLS handshake, join the room, read until the end."""
+        try:
+            if self.ssl_context is not None:
+                sock = self._handshake(sock)
+                if sock is None:
+                    return
+            with self._lock:
+                if self._stopping:
+                    sock.close()
+                    return
+                conn = _Connection(sock, self.room.connect(), self._lock)
+                self._connections[conn.member] = conn
+                conn.reader = threading.current_thread()
+                conn.writer = threading.Thread(target=self._write_loop, args=(conn,), daemon=True)
+                conn.writer.start()
+                self._wake([conn.member])  # not empty if the room is shutting down
+            try:
+                self._read_loop(conn)
+            finally:
+                self._finish(conn)
+        finally:
+            with self._lock:
+                self._handlers.discard(threading.current_thread())
+
+    def _handshake(self, sock: socket.socket) -> socket.socket | None:
+        assert self.ssl_context is not None
+        with self._lock:
+            self._handshaking.add(sock)
+        try:
+            sock.settimeout(self.grace * 2)  # a client that never says hello is cut off
+            tls = self.ssl_context.wrap_socket(sock, server_side=True)
+            tls.settimeout(None)
+            return tls
+        except OSError as error:  # ssl.SSLError is an OSError
+            log.info("TLS handshake failed: %s", error)
+            sock.close()
+            return None
+        finally:
+            with self._lock:
+                self._handshaking.discard(sock)
+
+    # Reading and writing ------------------------------------------------------------
+
+    def _read_loop(self, conn: _Connection) -> None:
+        member = conn.member
+        reader = FrameReader(conn.sock, self.max_frame)
+        try:
+            while True:
+                payload = reader.read()
+                with self._lock:
+                    if payload is None:
+                        self._wake(self.room.end_of_stream(member))
+                        break
+                    self._wake(self.room.receive(member, payload))
+                    if member.closing or member.closed:
+                        break  # it left, or was dropped: stop listening to it
+        except ProtocolError as error:  # too-large or truncated
+            with self._lock:
+                self._wake(self.room.stream_error(member, error.code, error.detail))
+        except OSError:  # reset by the peer, or cut off by us
+            with self._lock:
+                self._wake(self.room.closed(member))
+        except Exception:  # a bug, or a store that failed: lose this member, not the server
+            log.exception("connection %s failed", member)
+            with self._lock:
+                self._wake(self.room.closed(member))
+        # Read and throw away until the peer hangs up (see the module's docstring).
+        try:
+            while conn.sock.recv(65536):
+                pass
+        except OSError:
+            pass
+
+    def _write_loop(self, conn: _Connection) -> None:
+        member = conn.member
+        try:
+            while True:
+                with self._lock:
+                    while not (batch := self.room.take(member)):
+                        conn.wakeup.wait()
+                for payload in batch.payloads:
+                    send_frame(conn.sock, payload)  # blocks while the peer is not reading
+                with self._lock:
+                    self.room.sent(member, len(batch.payloads))
+                if batch.close:
+                    _shutdown(conn.sock, socket.SHUT_WR)  # the peer reads end of stream
+                    return
+        except Exception as error:  # the peer is gone, or we cut it off
+            if not isinstance(error, OSError):
+                log.exception("connection %s failed", member)
+            with self._lock:
+                self._wake(self.room.closed(member))
+            _shutdown(conn.sock, socket.SHUT_RDWR)  # wakes the reader too
+
+    def _finish(self, conn: _Connection) -> None:
+        assert conn.writer is not None
+        conn.writer.join()  # it ends once the room says close, or its socket fails
+        with self._lock:
+            del self._connections[conn.member]
+            self._wake(self.room.closed(conn.member))  # tells the room 'left' if still in
+            deadline = conn.deadline
+        if deadline is not None:
+            deadline.cancel()
+            deadline.join()
+        conn.sock.close()
+
+    def _wake(self, members: list[Member]) -> None:
+        """Wake the writers of ``members``; start the clock on those now closing.
+
+        Called with the lock held.
+        """
+        for member in members:
+            conn = self._connections.get(member)
+            if conn is None:
+                continue
+            conn.wakeup.notify()
+            if (member.closing or member.closed) and conn.deadline is None and not self._stopping:
+                conn.deadline = threading.Timer(
+                    self.grace, _shutdown, args=(conn.sock, socket.SHUT_RDWR)
+                )
+                conn.deadline.daemon = True
+                conn.deadline.start()
+
+    # Stopping -----------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Tell every member ``server-shutdown``, close every socket, join every thread."""
+        with self._lock:
+            if self._stopping:
+                return
+            self._stopping = True
+        self._wake_w.send(b"x")
+        if self._acceptor.ident is not None:  # it was started
+            self._acceptor.join(_HANG_GUARD)
+        self._listener.close()  # the port is free from here on
+
+        with self._lock:
+            self._wake(self.room.shutdown())
+            connections = list(self._connections.values())
+            handshaking = list(self._handshaking)
+        # Give every writer up to `grace` seconds to send what is queued and the
+        # error; a member that is not reading does not get longer than that.
+        give_up_at = time.monotonic() + self.grace
+        for conn in connections:
+            assert conn.writer is not None
+            conn.writer.join(max(0.0, give_up_at - time.monotonic()))
+        for conn in connections:
+            _shutdown(conn.sock, socket.SHUT_RDWR)  # ends the readers' recv
+        for sock in handshaking:
+            _shutdown(sock, socket.SHUT_RDWR)
+        with self._lock:
+            handlers = list(self._handlers)
+        for handler in handlers:
+            handler.join(_HANG_GUARD)
+        self._wake_r.close()
+        self._wake_w.close()
+
+    def stats(self) -> dict[str, int]:
+        with self._lock:
+            stats = self.room.stats()
+            stats["threads"] = 2 * len(self._connections)
+            return stats
