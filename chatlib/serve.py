@@ -126,9 +126,23 @@ class _LoopThread:
         return result.result(_STOP_TIMEOUT)
 
     def close(self) -> None:
+        """Finish what is left on the loop, stop it, join its thread, close it."""
+        self.run(_finish_loop(), timeout=_STOP_TIMEOUT)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(_STOP_TIMEOUT)
         self.loop.close()
+
+
+async def _finish_loop() -> None:
+    # What asyncio.run() does on the way out: cancel stragglers (a connection
+    # accepted just as the server stopped), then stop the helper threads.
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    loop = asyncio.get_running_loop()
+    await loop.shutdown_asyncgens()
+    await loop.shutdown_default_executor()
 
 
 def start_server(
