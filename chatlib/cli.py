@@ -8,10 +8,12 @@ non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import argparse
+import errno
+import socket
 import subprocess
 import sys
 
-from chatlib import original, terminal
+from chatlib import original, room, serve, terminal
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -27,6 +29,111 @@ def run_original(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             # Ctrl-C reaches the script too; let it show its own traceback.
             continue
+
+
+def _count(minimum: int, maximum: int | None = None):
+    """An argparse type: a whole number from ``minimum`` to ``maximum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            upper = f" to {maximum}" if maximum is not None else " or more"
+            raise argparse.ArgumentTypeError(f"{value} is out of range ({minimum}{upper})")
+        return value
+
+    return parse
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of ``chatlib serve``.  A later lesson adds its own here (TLS, a store...)
+    and turns them into ``start_server`` keywords in ``serve_options``."""
+    parser.add_argument(
+        "--host",
+        default=DEFAULT_HOST,
+        help="address to listen on (default: %(default)s; 0.0.0.0 is every interface)",
+    )
+    parser.add_argument(
+        "--port",
+        type=_count(0, 65535),
+        default=terminal.DEFAULT_PORT,
+        help="port to listen on; 0 takes a free one (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--engine",
+        choices=serve.ENGINES,
+        default="threads",
+        help="threads (lesson 04) or asyncio (lesson 05) (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-frame",
+        type=_count(1),
+        default=serve.DEFAULT_MAX_FRAME,
+        metavar="BYTES",
+        help="largest frame accepted (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--max-text",
+        type=_count(1),
+        default=room.DEFAULT_MAX_TEXT,
+        metavar="CHARS",
+        help="longest chat line (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--queue-limit",
+        type=_count(1),
+        default=room.DEFAULT_QUEUE_LIMIT,
+        metavar="N",
+        help="payloads waiting for one member before it is dropped (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--history",
+        type=_count(0),
+        default=room.DEFAULT_HISTORY,
+        metavar="N",
+        help="recent messages a newcomer is shown (default: %(default)s)",
+    )
+
+
+def serve_options(args: argparse.Namespace) -> dict:
+    """The ``start_server`` keywords that the options of ``chatlib serve`` ask for."""
+    return {
+        "max_frame": args.max_frame,
+        "max_text": args.max_text,
+        "queue_limit": args.queue_limit,
+        "history_size": args.history,
+    }
+
+
+def _listen_problem(error: OSError) -> str:
+    if isinstance(error, socket.gaierror):
+        return f"no such address ({error.strerror})"
+    if error.errno == errno.EADDRINUSE:
+        return "the port is already in use (is another server running there?)"
+    if error.errno == errno.EADDRNOTAVAIL:
+        return "that address does not belong to this machine"
+    if error.errno == errno.EACCES:
+        return "permission denied (ports below 1024 need administrator rights)"
+    return error.strerror or str(error)
+
+
+def run_serve(args: argparse.Namespace) -> int:
+    """Run the broadcast chat server until Ctrl-C or SIGTERM."""
+    where = serve.format_address((args.host, args.port))
+    if args.host in ("0.0.0.0", "::", ""):
+        print(
+            f"chatlib serve: warning: listening on every network interface ({args.host or '*'}): "
+            "anyone who can reach this machine can join the chat",
+            file=sys.stderr,
+            flush=True,
+        )
+    try:
+        return serve.run_forever(args.engine, args.host, args.port, **serve_options(args))
+    except OSError as error:
+        print(f"chatlib serve: cannot listen on {where}: {_listen_problem(error)}", file=sys.stderr)
+        return 1
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -64,6 +171,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     terminal.add_arguments(chat)
     chat.set_defaults(run=terminal.run)
+
+    serve_command = commands.add_parser(
+        "serve",
+        help="run the broadcast chat server",
+        description=(
+            "Run the broadcast chat room of lesson 06 until Ctrl-C or SIGTERM, which tell "
+            "every member 'server-shutdown' before the server stops.  Once it accepts "
+            "connections it prints 'listening on HOST:PORT'."
+        ),
+    )
+    add_serve_arguments(serve_command)
+    serve_command.set_defaults(run=run_serve)
     return parser
 
 
