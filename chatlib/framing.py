@@ -112,14 +112,17 @@ class FrameDecoder:
         """True once the stream broke the rules; the decoder accepts nothing more."""
         return self._broken is not None
 
-    def __repr__(self) -> str:
+    @property
+    def state(self) -> str:
+        """Where the decoder is, in words: ``"reading a payload, 3 of 13 bytes"``."""
         if self._broken is not None:
-            state = f"broken: {self._broken.code}"
-        elif self._needed is None:
-            state = f"reading a header, {len(self._partial)} of {HEADER_SIZE} bytes"
-        else:
-            state = f"reading a payload, {len(self._partial)} of {self._needed} bytes"
-        return f"<FrameDecoder max_frame={self.max_frame}, {state}>"
+            return f"broken: {self._broken.code}"
+        if self._needed is None:
+            return f"reading a header, {len(self._partial)} of {HEADER_SIZE} bytes"
+        return f"reading a payload, {len(self._partial)} of {self._needed} bytes"
+
+    def __repr__(self) -> str:
+        return f"<FrameDecoder max_frame={self.max_frame}, {self.state}>"
 
     def feed(self, data: bytes) -> list[bytes]:
         """Add ``data`` and return every payload it completed (maybe none).

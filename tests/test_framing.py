@@ -268,6 +268,21 @@ def test_repr_says_where_the_decoder_is():
     assert "broken: too-large" in repr(decoder)
 
 
+def test_state_follows_header_then_payload():
+    decoder = FrameDecoder()
+    assert decoder.state == "reading a header, 0 of 4 bytes"
+    decoder.feed(b"\x00\x00")
+    assert decoder.state == "reading a header, 2 of 4 bytes"
+    decoder.feed(b"\x00\x02h")
+    assert decoder.state == "reading a payload, 1 of 2 bytes"
+    decoder.feed(b"i")
+    assert decoder.state == "reading a header, 0 of 4 bytes"
+    decoder.feed(b"\x00")
+    with pytest.raises(Truncated):
+        decoder.end()
+    assert decoder.state == "broken: truncated"
+
+
 # Properties ------------------------------------------------------------------
 
 payload_lists = st.lists(st.binary(max_size=300), max_size=20)
