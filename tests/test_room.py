@@ -1,0 +1,459 @@
+"""chatlib.room: the rules of the chat room, as pure logic (no sockets, no threads)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from chatlib import messages
+from chatlib.room import Member, Room, nick_key, nick_problem
+
+
+def payload(**fields) -> bytes:
+    return json.dumps(fields).encode()
+
+
+def drain(room: Room, member: Member) -> list[dict]:
+    """What an engine that keeps up would deliver to ``member`` now."""
+    batch = room.take(member)
+    room.sent(member, len(batch.payloads))
+    return [json.loads(p) for p in batch.payloads]
+
+
+def join(room: Room, nick: str, **extra) -> Member:
+    member = room.connect()
+    room.receive(member, payload(type="join", nick=nick, **extra))
+    assert drain(room, member)[0]["type"] == "welcome"
+    return member
+
+
+def codes(received: list[dict]) -> list[str]:
+    return [m["code"] for m in received if m["type"] == "error"]
+
+
+class Clock:
+    """A clock the test moves by hand."""
+
+    def __init__(self, now: float = 1000.0):
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+# Joining ---------------------------------------------------------------------------
+
+
+def test_welcome_lists_the_members_and_the_others_hear_joined():
+    room = Room()
+    ana = room.connect()
+    touched = room.receive(ana, payload(type="join", nick="ana"))
+    assert touched == [ana]
+    assert drain(room, ana) == [{"type": "welcome", "nick": "ana", "users": ["ana"], "history": []}]
+
+    ben = room.connect()
+    touched = room.receive(ben, payload(type="join", nick="ben"))
+    assert set(touched) == {ana, ben}
+    assert drain(room, ben) == [
+        {"type": "welcome", "nick": "ben", "users": ["ana", "ben"], "history": []}
+    ]
+    assert drain(room, ana) == [{"type": "joined", "nick": "ben"}]
+    assert room.users() == ["ana", "ben"]
+
+
+@pytest.mark.parametrize("nick", ["a", "x" * 32, "Ñandú", "ana maría", "李", "🙂" * 32])
+def test_good_nicks(nick):
+    assert nick_problem(nick) is None
+
+
+@pytest.mark.parametrize(
+    "nick", ["", "x" * 33, "a\nb", "tab\there", "\x1b[31mred", "del\x7f", "c1\x85", "nul\x00"]
+)
+def test_a_bad_nick_gets_bad_nick_and_may_try_again(nick):
+    room = Room()
+    member = room.connect()
+    room.receive(member, payload(type="join", nick=nick))
+    received = drain(room, member)
+    assert codes(received) == ["bad-nick"]
+    assert "nick" in received[0]["detail"]
+    assert member.closing is None and room.users() == []
+    room.receive(member, payload(type="join", nick="good"))
+    assert drain(room, member)[0]["type"] == "welcome"
+
+
+@pytest.mark.parametrize("other", ["ANA", "Ana", "aNa"])
+def test_nicks_are_unique_ignoring_case(other):
+    room = Room()
+    join(room, "ana")
+    ben = room.connect()
+    room.receive(ben, payload(type="join", nick=other))
+    received = drain(room, ben)
+    assert codes(received) == ["nick-taken"]
+    assert "'ana'" in received[0]["detail"]
+    assert ben.closing is None
+    room.receive(ben, payload(type="join", nick="ben"))
+    assert drain(room, ben)[0]["users"] == ["ana", "ben"]
+
+
+def test_one_accented_letter_is_one_nick_however_it_is_typed():
+    assert nick_key("Jos\u00e9") == nick_key("JOSE\u0301")  # é, and E + combining accent
+
+
+def test_a_nick_is_free_again_once_its_member_left():
+    room = Room()
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="leave"))
+    join(room, "ANA")
+
+
+def test_joining_twice_is_a_bad_message():
+    room = Room()
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="join", nick="other"))
+    received = drain(room, ana)
+    assert codes(received) == ["bad-message"]
+    assert "already joined as 'ana'" in received[0]["detail"]
+    assert room.users() == ["ana"]
+
+
+# Messages --------------------------------------------------------------------------
+
+
+def test_every_member_the_sender_included_gets_every_message_in_one_order():
+    clock = Clock()
+    room = Room(clock=clock)
+    members = [join(room, nick) for nick in ("ana", "ben", "cai")]
+    for member in members:
+        drain(room, member)
+    sent = []
+    for round_ in range(5):
+        for member in members:
+            text = f"{member.nick} {round_}"
+            room.receive(member, payload(type="say", text=text))
+            sent.append((member.nick, text))
+            clock.now += 0.5
+    seen = [[(m["nick"], m["text"]) for m in drain(room, member)] for member in members]
+    assert seen[0] == seen[1] == seen[2] == sent
+
+
+def test_ids_increase_and_time_never_runs_backwards():
+    clock = Clock(2000.0)
+    room = Room(clock=clock)
+    ana = join(room, "ana")
+    for now in (2000.0, 1990.0, 2001.0):  # the clock was set back in between
+        clock.now = now
+        room.receive(ana, payload(type="say", text="x"))
+    received = drain(room, ana)
+    assert [m["id"] for m in received] == [1, 2, 3]
+    assert [m["ts"] for m in received] == [2000.0, 2000.0, 2001.0]
+
+
+def test_before_join_only_join_is_allowed():
+    room = Room()
+    member = room.connect()
+    for kind in ("say", "who", "leave"):
+        room.receive(member, payload(type=kind, text="hi"))
+    received = drain(room, member)
+    assert codes(received) == ["not-joined"] * 3
+    assert "'join'" in received[0]["detail"]
+    assert member.closing is None
+
+
+@pytest.mark.parametrize("joined", [False, True])
+def test_a_bad_payload_gets_bad_message_joined_or_not(joined):
+    room = Room()
+    member = join(room, "ana") if joined else room.connect()
+    for bad in (b"\xff", b"not json", b"[]", b'{"type":"shout"}', b'{"type":"say","text":5}'):
+        room.receive(member, bad)
+    assert codes(drain(room, member)) == ["bad-message"] * 5
+    assert member.closing is None
+
+
+def test_text_longer_than_the_limit_is_too_long():
+    room = Room(max_text=10)
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="say", text="x" * 10))
+    room.receive(ana, payload(type="say", text="x" * 11))
+    received = drain(room, ana)
+    assert received[0]["type"] == "message"
+    assert codes(received) == ["too-long"]
+    assert "11 characters; the limit is 10" in received[1]["detail"]
+
+
+def test_the_default_limit_is_4000_characters():
+    room = Room()
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="say", text="ñ" * 4000))
+    room.receive(ana, payload(type="say", text="ñ" * 4001))
+    received = drain(room, ana)
+    assert [m["type"] for m in received] == ["message", "error"]
+    assert received[1]["code"] == "too-long"
+
+
+def test_a_text_that_would_not_fit_in_a_frame_is_too_long():
+    room = Room(max_text=10_000, max_payload=1000)
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="say", text="x" * 2000))
+    assert codes(drain(room, ana)) == ["too-long"]
+
+
+def test_who_answers_with_the_members():
+    room = Room()
+    ana = join(room, "ana")
+    join(room, "ben")
+    drain(room, ana)
+    room.receive(ana, payload(type="who"))
+    assert drain(room, ana) == [{"type": "users", "users": ["ana", "ben"]}]
+
+
+# Leaving ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("how", ["leave", "end of stream", "socket closed"])
+def test_a_member_that_goes_is_announced_as_left(how):
+    room = Room()
+    ana, ben = join(room, "ana"), join(room, "ben")
+    drain(room, ana)
+    if how == "leave":
+        room.receive(ben, payload(type="leave"))
+    elif how == "end of stream":
+        room.end_of_stream(ben)
+    else:
+        room.closed(ben)
+    assert drain(room, ana) == [{"type": "left", "nick": "ben"}]
+    assert room.users() == ["ana"]
+    assert room.take(ben).close
+    room.receive(ben, payload(type="say", text="too late"))  # ignored
+    assert drain(room, ana) == []
+
+
+def test_what_was_queued_before_a_leave_is_still_delivered():
+    room = Room()
+    ana, ben = join(room, "ana"), join(room, "ben")
+    room.receive(ana, payload(type="say", text="one"))
+    room.receive(ben, payload(type="leave"))
+    batch = room.take(ben)
+    assert [json.loads(p)["text"] for p in batch.payloads] == ["one"]
+    assert batch.close
+
+
+def test_a_member_that_never_joined_leaves_silently():
+    room = Room()
+    ana = join(room, "ana")
+    stranger = room.connect()
+    room.closed(stranger)
+    assert drain(room, ana) == []
+    assert room.stats()["connections"] == 1
+
+
+def test_closed_twice_and_sent_after_closed_are_harmless():
+    room = Room()
+    ana = join(room, "ana")
+    room.take(ana)
+    room.closed(ana)
+    room.closed(ana)
+    room.sent(ana, 5)
+    assert ana.queued == 0
+    assert room.stats() == {"connections": 0, "members": 0, "queued": 0, "peak_queued": 1}
+
+
+@pytest.mark.parametrize("code", ["too-large", "truncated"])
+def test_a_broken_stream_is_told_why_after_what_was_queued(code):
+    room = Room()
+    ana, ben = join(room, "ana"), join(room, "ben")
+    drain(room, ana)
+    room.receive(ana, payload(type="say", text="hi"))
+    room.stream_error(ben, code, "a detail")
+    batch = room.take(ben)
+    received = [json.loads(p) for p in batch.payloads]
+    assert [m["type"] for m in received] == ["joined", "message", "error"][-len(received) :]
+    assert received[-1] == {"type": "error", "code": code, "detail": "a detail"}
+    assert batch.close
+    assert drain(room, ana)[-1] == {"type": "left", "nick": "ben"}
+
+
+def test_shutdown_tells_every_connection_server_shutdown():
+    room = Room()
+    ana = join(room, "ana")
+    stranger = room.connect()
+    room.shutdown()
+    for member in (ana, stranger):
+        batch = room.take(member)
+        assert batch.close
+        assert json.loads(batch.payloads[-1])["code"] == "server-shutdown"
+    late = room.connect()
+    batch = room.take(late)
+    assert batch.close and json.loads(batch.payloads[0])["code"] == "server-shutdown"
+
+
+# Slow members ----------------------------------------------------------------------
+
+
+def test_a_member_whose_queue_overflows_is_dropped_and_the_room_told():
+    room = Room(queue_limit=5)
+    ana, slow = join(room, "ana"), join(room, "slow")
+    drain(room, ana)
+    for n in range(5):
+        room.receive(ana, payload(type="say", text=str(n)))
+        drain(room, ana)
+        assert slow.queued == n + 1
+        assert slow.closing is None
+    room.receive(ana, payload(type="say", text="one too many"))
+    assert slow.closing == "too-slow"
+    batch = room.take(slow)
+    assert [json.loads(p)["code"] for p in batch.payloads] == ["too-slow"]
+    assert batch.close
+    received = drain(room, ana)
+    assert [m["type"] for m in received] == ["message", "left"]
+    assert received[1]["nick"] == "slow"
+    assert room.users() == ["ana"]
+    assert room.peak_queued == 5
+
+
+def test_payloads_taken_but_not_sent_count_against_the_limit():
+    room = Room(queue_limit=3)
+    ana, slow = join(room, "ana"), join(room, "slow")
+    drain(room, ana)
+    room.receive(ana, payload(type="say", text="1"))
+    room.receive(ana, payload(type="say", text="2"))
+    assert len(room.take(slow).payloads) == 2  # the engine is stuck sending these
+    room.receive(ana, payload(type="say", text="3"))
+    assert slow.queued == 3 and slow.closing is None
+    room.receive(ana, payload(type="say", text="4"))
+    assert slow.closing == "too-slow"
+
+
+def test_a_member_that_keeps_reading_loses_nothing():
+    room = Room(queue_limit=3)
+    ana, ben = join(room, "ana"), join(room, "ben")
+    drain(room, ana)
+    delivered = []
+    for n in range(1000):
+        room.receive(ana, payload(type="say", text=str(n)))
+        drain(room, ana)
+        delivered += [m["text"] for m in drain(room, ben)]
+    assert delivered == [str(n) for n in range(1000)]
+    assert room.peak_queued <= 3
+
+
+def test_drops_that_cause_drops_do_not_recurse():
+    # Everyone's queue is full; one drop's 'left' overflows the next member,
+    # whose 'left' overflows the next...  far more than Python's recursion limit.
+    room = Room(queue_limit=2000)
+    members = [join(room, f"m{n}") for n in range(1200)]
+    for member in members:
+        drain(room, member)
+    room.queue_limit = 1
+    room.receive(members[0], payload(type="say", text="fills every queue"))
+    touched = room.receive(members[0], payload(type="who"))  # the first overflow
+    assert len(touched) == 1200
+    assert room.users() == []
+    for member in members:
+        assert member.closing == "too-slow"
+        assert [json.loads(p)["code"] for p in room.take(member).payloads] == ["too-slow"]
+
+
+# Hooks for lesson 07: a message store and an authenticator ------------------------------
+
+
+class FakeStore:
+    def __init__(self, room_ref: list[Room]):
+        self.room_ref = room_ref
+        self.rows: list[dict] = []
+        self.next_id = 100
+
+    def append(self, nick, text, ts):
+        # Called before the message is queued to anyone.
+        room = self.room_ref[0]
+        for member in room._connections:
+            assert all(text.encode() not in p for p in member.outbox)
+        self.next_id += 5
+        self.rows.append(messages.message(self.next_id, nick, text, ts))
+        return self.next_id
+
+    def recent(self, n):
+        return self.rows[-n:]
+
+
+def test_a_store_numbers_the_messages_and_gives_the_history():
+    holder: list[Room] = []
+    store = FakeStore(holder)
+    room = Room(store=store, history_size=2, clock=Clock())
+    holder.append(room)
+    ana = join(room, "ana")
+    for text in ("one", "two", "three"):
+        room.receive(ana, payload(type="say", text=text))
+    assert [m["id"] for m in drain(room, ana)] == [105, 110, 115]
+    late = room.connect()
+    room.receive(late, payload(type="join", nick="late"))
+    (welcome,) = drain(room, late)
+    assert [m["text"] for m in welcome["history"]] == ["two", "three"]
+    assert [m["id"] for m in welcome["history"]] == [110, 115]
+
+
+def test_without_a_store_the_history_is_the_last_messages_in_memory():
+    room = Room(history_size=3)
+    ana = join(room, "ana")
+    for n in range(5):
+        room.receive(ana, payload(type="say", text=str(n)))
+    late = room.connect()
+    room.receive(late, payload(type="join", nick="late"))
+    (welcome,) = drain(room, late)
+    assert [m["text"] for m in welcome["history"]] == ["2", "3", "4"]
+    assert [m["type"] for m in welcome["history"]] == ["message"] * 3
+
+
+def test_history_can_be_turned_off():
+    room = Room(history_size=0)
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="say", text="x"))
+    late = room.connect()
+    room.receive(late, payload(type="join", nick="late"))
+    assert drain(room, late)[0]["history"] == []
+
+
+def test_a_history_too_big_for_one_frame_loses_its_oldest_lines():
+    room = Room(max_payload=10_000, history_size=20)
+    ana = join(room, "ana")
+    for n in range(20):
+        room.receive(ana, payload(type="say", text=f"{n:02} " + "x" * 997))
+    late = room.connect()
+    room.receive(late, payload(type="join", nick="late"))
+    batch = room.take(late)
+    assert len(batch.payloads[0]) <= 10_000
+    history = json.loads(batch.payloads[0])["history"]
+    assert 5 <= len(history) < 20
+    assert history[-1]["text"].startswith("19 ")
+
+
+class FakeAuthenticator:
+    def __init__(self, passwords):
+        self.passwords = passwords
+        self.asked = []
+
+    def check(self, nick, password):
+        self.asked.append(nick)
+        return self.passwords.get(nick) == password
+
+
+def test_with_an_authenticator_a_join_needs_the_right_password():
+    auth = FakeAuthenticator({"ana": "s3cret"})
+    room = Room(authenticator=auth)
+    member = room.connect()
+    room.receive(member, payload(type="join", nick="ana"))
+    room.receive(member, payload(type="join", nick="ana", password="wrong"))
+    room.receive(member, payload(type="join", nick="bad\nnick", password="x"))
+    received = drain(room, member)
+    assert codes(received) == ["auth-failed", "auth-failed", "bad-nick"]
+    assert "password" in received[0]["detail"]
+    assert member.closing is None and room.users() == []
+    assert auth.asked == ["ana"]  # a bad nick is refused before any password check
+    room.receive(member, payload(type="join", nick="ana", password="s3cret"))
+    assert drain(room, member)[0]["type"] == "welcome"
+
+
+def test_without_an_authenticator_a_password_is_ignored():
+    room = Room()
+    join(room, "ana", password="whatever")
+    assert room.users() == ["ana"]
