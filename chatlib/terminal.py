@@ -75,6 +75,9 @@ def run(args: argparse.Namespace) -> int:
     client = ChatClient(args.host, args.port, **client_options(args))
     try:
         welcome = client.connect(args.nick)
+    except KeyboardInterrupt:
+        client.close()
+        return fail("interrupted before joining")
     except ChatError as refusal:
         client.close()
         return fail(refusal_line(refusal, args.nick))
@@ -84,6 +87,8 @@ def run(args: argparse.Namespace) -> int:
         if sys.stdin.isatty() and sys.stdout.isatty():
             return run_interactive(client, welcome)
         return run_plain(client, welcome)
+    except KeyboardInterrupt:  # Ctrl-C outside the prompt: leaving is what it asks for
+        return 0
     finally:
         client.close()
 
@@ -222,18 +227,14 @@ def run_plain(client: ChatClient, welcome: Event) -> int:
         sys.stdout = None  # whoever read our output stopped: nothing left to tell them
         return 0
     client.leave()
-    return _ending_after_leave(client)
-
-
-def _ending_after_leave(client: ChatClient) -> int:
-    """After leaving: exit 0, unless the connection had already failed on its own."""
+    # Exit 0, unless the connection had already failed on its own.
     while True:
         try:
-            event = client.events.get(timeout=client.timeout)
+            kind, item = inbox.get(timeout=client.timeout)
         except queue.Empty:
             return 0
-        if event["type"] == DISCONNECTED:
-            line, status = ending(event)
+        if kind == "event" and item["type"] == DISCONNECTED:
+            line, status = ending(item)
             if line:
                 fail(line)
             return status
@@ -290,6 +291,16 @@ def run_interactive(client: ChatClient, welcome: Event) -> int:
     return asyncio.run(_interactive(client, welcome))
 
 
+async def _ask(session, prompt: str, draft: str) -> str | None:
+    """One line from the prompt, or ``None`` for Ctrl-D (end of input) or Ctrl-C."""
+    try:
+        return await session.prompt_async(prompt, default=draft)
+    except (EOFError, KeyboardInterrupt):
+        # Caught here, inside the task: a KeyboardInterrupt that escapes a task
+        # stops the whole event loop with a traceback.
+        return None
+
+
 async def _interactive(client: ChatClient, welcome: Event) -> int:
     from prompt_toolkit import PromptSession
     from prompt_toolkit.patch_stdout import patch_stdout
@@ -325,7 +336,7 @@ async def _interactive(client: ChatClient, welcome: Event) -> int:
         session: PromptSession[str] = PromptSession(erase_when_done=True)
         draft = ""
         while not ended.done():
-            prompt = asyncio.ensure_future(session.prompt_async(f"{client.nick}> ", default=draft))
+            prompt = asyncio.ensure_future(_ask(session, f"{client.nick}> ", draft))
             draft = ""
             await asyncio.wait({prompt, ended}, return_when=asyncio.FIRST_COMPLETED)
             if not prompt.done():  # the connection ended while the prompt waited
@@ -333,9 +344,8 @@ async def _interactive(client: ChatClient, welcome: Event) -> int:
                 with contextlib.suppress(asyncio.CancelledError):
                     await prompt
                 break
-            try:
-                typed = prompt.result()
-            except (EOFError, KeyboardInterrupt):  # Ctrl-D, Ctrl-C
+            typed = prompt.result()
+            if typed is None:  # Ctrl-D or Ctrl-C
                 break
             action, text = parse_input(typed)
             try:

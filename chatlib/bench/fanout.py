@@ -273,14 +273,15 @@ class Settings:
     timeout: float = 30.0  # any single wait; only guards against hangs
 
 
+def server_command(engine: str) -> list[str]:
+    """The command that runs the server under test in a process of its own."""
+    return [sys.executable, "-c", f"from chatlib.bench.fanout import serve; serve({engine!r})"]
+
+
 async def measure(engine: str, size: int, settings: Settings) -> dict:
     loop = asyncio.get_running_loop()
     server = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        f"from chatlib.bench.fanout import serve; serve({engine!r})",
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+        *server_command(engine), stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
     room = Room(size)
     members: list[Member] = []
