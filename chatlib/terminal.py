@@ -1,7 +1,8 @@
 """``chatlib chat``: the chat in a terminal.
 
-    chatlib chat --nick ana                      # the server on 127.0.0.1, default port
-    chatlib chat --nick ana --port 5001
+    chatlib serve                   # in one terminal: a server on 127.0.0.1:5050
+    chatlib chat --nick ana         # in others: join it
+    chatlib chat --nick bob --host 127.0.0.1 --port 5050
 
 It runs in one of two modes:
 
@@ -47,7 +48,7 @@ import time
 from chatlib.client import DISCONNECTED, ChatClient, ChatConnectionError, ChatError, Event
 
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_PORT = 5000
+DEFAULT_PORT = 5050  # not the seed's 5000: on recent macOS the AirPlay receiver holds it
 TEXT_LIMIT = 4000  # the servers' default limit on a line (PROTOCOL.md)
 ECHO_WAIT = 5.0  # plain mode: how long to wait at the end of input for our lines to come back
 HELP = "-- /who: who is here · /quit: leave (or Ctrl-D) · //text: send a line starting with /"
