@@ -169,8 +169,9 @@ def open_listener(host: str = DEFAULT_HOST, port: int = DEFAULT_PORT) -> socket.
     try:
         if os.name == "posix":
             # The connections a server closed first linger in TIME_WAIT for a minute or
-            # two; without this option they keep the port "already in use".  (Windows
-            # does not need it, and there it would let another program share the port.)
+            # so; without this option they keep the port "already in use".  (On Windows
+            # it would let another program share the port: the standard library, too,
+            # sets it on POSIX only.)
             listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         listener.bind((host, port))
         listener.listen()  # the queue of waiting clients: min(SOMAXCONN, 128) by default
