@@ -113,6 +113,10 @@ class AsyncioServer:
                 self._wake(self.room.receive(member, payload))
                 if member.closing or member.closed:
                     break  # it left, or was dropped: stop listening to it
+                # read_frame does not give way while frames are already buffered:
+                # without this, one sender's burst would fill everyone's queue
+                # before a single writer could run.
+                await asyncio.sleep(0)
         except ProtocolError as error:  # too-large or truncated
             self._wake(self.room.stream_error(member, error.code, error.detail))
         except OSError:  # reset by the peer, or cut off by us
