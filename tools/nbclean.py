@@ -3,8 +3,12 @@
 The committed form of a lesson:
 
 - outputs only in cells tagged ``nbval-check-output``: those are the results
-  the lesson promises, and nbval compares a fresh run against them;
-- no execution counts, no widget state, no per-cell metadata but ``tags``;
+  the lesson promises, and nbval compares a fresh run against them; pieces of
+  one stream are joined, as nbval joins them before comparing;
+- execution counts only on those checked cells (nbval skips a cell with
+  outputs and no count), numbered by their place among the code cells, so a
+  re-run changes nothing;
+- no widget state, no per-cell metadata but ``tags``;
 - notebook metadata reduced to the kernel and the language.
 
     python tools/nbclean.py notebooks/*.ipynb            # clean in place
@@ -34,6 +38,7 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         {"kernelspec": KERNELSPEC, "language_info": {"name": "python"}}
     )
     nb.nbformat, nb.nbformat_minor = 4, 5
+    code_cells = 0
     for index, cell in enumerate(nb.cells):
         cell.metadata = nbformat.from_dict(
             {k: cell.metadata[k] for k in KEPT_CELL_METADATA if cell.metadata.get(k)}
@@ -41,10 +46,13 @@ def clean(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
         if not cell.get("id"):
             cell.id = f"cell-{index:03d}"
         if cell.cell_type == "code":
-            cell.execution_count = None
+            code_cells += 1
             if CHECKED in cell.metadata.get("tags", []):
-                cell.outputs = [_clean_output(out) for out in cell.outputs if _keep(out)]
+                cell.execution_count = code_cells
+                kept = [_clean_output(out) for out in cell.outputs if _keep(out)]
+                cell.outputs = _join_streams(kept)
             else:
+                cell.execution_count = None
                 cell.outputs = []
         if "attachments" in cell and not cell.attachments:
             del cell["attachments"]
@@ -57,10 +65,26 @@ def _keep(output) -> bool:
     return "application/vnd.jupyter.widget-view+json" not in data
 
 
+def _join_streams(outputs):
+    joined = []
+    for output in outputs:
+        previous = joined[-1] if joined else None
+        if (
+            output.output_type == "stream"
+            and previous is not None
+            and previous.output_type == "stream"
+            and previous.name == output.name
+        ):
+            previous.text += output.text
+        else:
+            joined.append(output)
+    return joined
+
+
 def _clean_output(output):
     output = copy.deepcopy(output)
     if "execution_count" in output:
-        output.execution_count = None
+        output.execution_count = None  # nbval does not compare it
     output.metadata = nbformat.from_dict({}) if "metadata" in output else output.get("metadata")
     if output.get("metadata") is None:
         output.pop("metadata", None)
