@@ -19,8 +19,9 @@ How it is built:
 - **Receiving** happens on one background thread, started once the server has
   welcomed us.  Every frame becomes a ``dict`` that goes to the queue
   ``client.events`` (for code that polls) and to ``on_event(event)`` if one was
-  given (called *on the receiver thread*: keep it short, and do not call
-  ``who()`` from it, which waits for that same thread).
+  given (called *on the receiver thread*, except for the welcome, which comes
+  on the thread that called ``connect()``: keep it short, and do not call
+  ``who()`` from it, which waits for the receiver thread).
 - The event stream is the whole conversation as this client saw it: first the
   ``welcome``, then ``message``, ``joined``, ``left``, ``users``, ``error``,
   and always, exactly once, a last event made here, not by the server::
@@ -112,7 +113,7 @@ class ChatClient:
         self._state_lock = threading.Lock()
         self._closing = False  # we asked for the end: errors after that are expected
         self._ended = False  # the connection is over for good
-        self._who_waiters: deque[queue.Queue] = deque()
+        self._who_waiters: deque[queue.Queue | None] = deque()
 
     def __repr__(self) -> str:
         state = "joined" if self.joined else "ended" if self._ended else "not joined"
@@ -262,16 +263,16 @@ class ChatClient:
         ``on_event``, or from code that shows events anyway).
         """
         self._require_joined()
-        if not wait:
-            self._send({"type": "who"})
-            return None
-        if threading.current_thread() is self._receiver:
+        if wait and threading.current_thread() is self._receiver:
             raise RuntimeError("who() from on_event would wait for itself; use who(wait=False)")
-        answer: queue.Queue = queue.Queue(maxsize=1)
+        answer: queue.Queue | None = queue.Queue(maxsize=1) if wait else None
         with self._send_lock:
-            # Answers come back in the order the questions went out.
+            # Answers come back in the order the questions went out, so each
+            # question takes its place in line (None: nobody waits for that one).
             self._who_waiters.append(answer)
             self._send_unlocked({"type": "who"})
+        if answer is None:
+            return None
         try:
             users = answer.get(timeout=timeout)
         except queue.Empty:
@@ -352,13 +353,16 @@ class ChatClient:
             reason, code = "you left", None
         self._abandon()
         while self._who_waiters:
-            self._who_waiters.popleft().put(None)
+            waiter = self._who_waiters.popleft()
+            if waiter is not None:
+                waiter.put(None)
         self._deliver({"type": DISCONNECTED, "reason": reason, "code": code})
 
     def _answer_who(self, users) -> None:
         if self._who_waiters:
             waiter = self._who_waiters.popleft()
-            waiter.put(list(users or []))
+            if waiter is not None:
+                waiter.put(list(users or []))
 
     def _abandon(self) -> None:
         """Close the socket for good (idempotent)."""

@@ -117,6 +117,28 @@ def test_who_returns_the_nicks_and_the_answer_is_an_event_too(server, clients):
     assert sorted(next_of(bob, "users")["users"]) == ["ana", "bob"]
 
 
+def test_who_from_several_threads_each_gets_an_answer(server, clients):
+    ana = joined(server, clients, "ana")
+    joined(server, clients, "bob")
+    ana.who(wait=False)  # an answer nobody waits for must not go to the next caller
+    answers: list[list[str]] = []
+    threads = [threading.Thread(target=lambda: answers.append(ana.who())) for _ in range(5)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert len(answers) == 5
+    assert all(sorted(users) == ["ana", "bob"] for users in answers)
+
+
+def test_a_refused_line_is_an_error_event_and_the_connection_goes_on(server, clients):
+    ana = joined(server, clients, "ana")
+    ana.say("x" * 4001)
+    assert next_of(ana, "error")["code"] == "too-long"
+    ana.say("short")
+    assert next_of(ana, "message")["text"] == "short"
+
+
 def test_joined_and_left_notices_and_the_leavers_last_event(server, clients):
     ana = joined(server, clients, "ana")
     bob = joined(server, clients, "bob")
