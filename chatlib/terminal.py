@@ -166,11 +166,11 @@ def ending(disconnected: Event) -> tuple[str | None, int]:
     return str(disconnected.get("reason")), 1
 
 
-def _own(event: Event, nick: str | None) -> bool:
-    return (
-        event.get("type") == "message"
-        and str(event.get("nick")).casefold() == (nick or "").casefold()
-    )
+def _settles_a_line(event: Event, nick: str | None) -> bool:
+    """Is this the fate of one of our lines: back from the room, or refused as too long?"""
+    if event.get("type") == "message":
+        return event.get("nick") == nick
+    return event.get("type") == "error" and event.get("code") == "too-long"
 
 
 # Plain mode: lines in, lines out ---------------------------------------------
@@ -181,7 +181,7 @@ def run_plain(client: ChatClient, welcome: Event) -> int:
     inbox: queue.Queue[tuple[str, object]] = queue.Queue()
     threading.Thread(target=_read_stdin, args=(inbox,), daemon=True).start()
     threading.Thread(target=_forward_events, args=(client, inbox), daemon=True).start()
-    said = echoed = 0
+    said = settled = 0
     deadline = None  # set at end of input: stop waiting for echoes then
     try:
         for line in welcome_lines(welcome):
@@ -200,7 +200,7 @@ def run_plain(client: ChatClient, welcome: Event) -> int:
                     return status
                 if item["type"] == "welcome":
                     continue
-                echoed += _own(item, client.nick)
+                settled += _settles_a_line(item, client.nick)
                 if (line := format_event(item)) is not None:
                     _print(line)
             elif kind == "line":
@@ -218,7 +218,7 @@ def run_plain(client: ChatClient, welcome: Event) -> int:
                     break
             elif kind == "eof":
                 deadline = time.monotonic() + ECHO_WAIT
-            if deadline is not None and echoed >= said:
+            if deadline is not None and settled >= said:
                 break
     except KeyboardInterrupt:
         pass

@@ -168,6 +168,28 @@ def test_end_of_input_waits_for_the_room_to_echo_every_line(server, ana):
     assert [next_message(ana, "bot")["text"] for _ in range(3)] == ["uno", "dos", "tres"]
 
 
+def test_a_refused_line_is_shown_and_the_rest_goes_on(server):
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "chatlib",
+            "chat",
+            "--nick",
+            "bot",
+            "--port",
+            str(server.address[1]),
+        ],
+        input="x" * 4001 + "\nok\n",
+        capture_output=True,
+        text=True,
+        timeout=WAIT,
+    )
+    assert done.returncode == 0, done.stderr
+    assert any(line.startswith("!! ") for line in done.stdout.splitlines())  # the refusal
+    assert done.stdout.splitlines()[-1].endswith("bot: ok")
+
+
 def test_quit_leaves_and_the_room_is_told(server, ana):
     chat = Chat(server.address[1], "bot")
     chat.expect(lambda line: line.startswith("-- you are bot"))
