@@ -1,0 +1,97 @@
+"""A whole chat room in one cell: a server and one panel per member, side by side.
+
+::
+
+    from chatlib.widgets import show_room
+
+    room = show_room(["ana", "beto", "carla"])   # engine="threads" or "asyncio"
+    room["ana"].send("hola")                     # each panel, from code
+    room.stop()                                  # or just run the cell again
+
+Running the cell again replaces the room: the previous server and its panels
+are stopped first (a module-level registry remembers the room on show), so a
+lesson can be re-run as often as you like without leaving servers behind.
+"""
+
+from __future__ import annotations
+
+import ipywidgets as widgets
+
+from chatlib.widgets.panel import ChatPanel
+
+# The room shown last, stopped by the next show_room() call.
+_shown: Room | None = None
+
+
+class Room:
+    """A chat server on 127.0.0.1 (port from the OS) and a panel per nick."""
+
+    def __init__(self, nicks: list[str], engine: str = "threads", *, host: str = "127.0.0.1"):
+        from chatlib.serve import start_server
+
+        if isinstance(nicks, str):
+            nicks = [nicks]
+        if not nicks:
+            raise ValueError("a room needs at least one nick, e.g. show_room(['ana', 'beto'])")
+        self.engine = engine
+        self.server = start_server(engine=engine, host=host, port=0)
+        self.host, self.port = self.server.address[:2]
+        self.panels: list[ChatPanel] = []
+        try:
+            for nick in nicks:
+                self.panels.append(ChatPanel(nick, self.host, self.port))
+        except BaseException:
+            self.stop()
+            raise
+        self.widget = widgets.HBox(
+            [p.widget for p in self.panels],
+            layout=widgets.Layout(flex_flow="row wrap", align_items="flex-start"),
+        )
+        self.widget.add_class("chatlib-room")
+        for panel in self.panels:
+            panel.widget.layout.flex = "1 1 0"
+            panel.widget.layout.margin = "0 8px 8px 0"
+        self._stopped = False
+
+    def __getitem__(self, nick: str) -> ChatPanel:
+        for panel in self.panels:
+            if panel.nick == nick:
+                return panel
+        raise KeyError(f"no panel for {nick!r}; the room has {[p.nick for p in self.panels]}")
+
+    def __repr__(self) -> str:
+        nicks = ", ".join(p.nick for p in self.panels)
+        state = "stopped" if getattr(self, "_stopped", True) else "running"
+        return f"<Room {nicks} on {self.host}:{self.port} ({self.engine}, {state})>"
+
+    def stop(self) -> None:
+        """Close every panel, then stop the server.  Safe to call twice."""
+        if getattr(self, "_stopped", False):
+            return
+        self._stopped = True
+        for panel in getattr(self, "panels", []):
+            panel.close()
+        self.server.stop()
+        if hasattr(self, "widget"):
+            self.widget.close()
+
+
+def show_room(nicks: list[str], engine: str = "threads", *, display: bool = True) -> Room:
+    """Start a server in the background and show a panel per nick, side by side.
+
+    The room shown before (by an earlier run of the cell) is stopped first.
+    Returns the ``Room``: ``room["ana"]`` is ana's panel, ``room.stop()`` ends it;
+    write ``room = show_room(...)`` (the room itself shows as one line of text,
+    ``room.widget`` shows the panels again).
+    """
+    global _shown
+    if _shown is not None:
+        previous, _shown = _shown, None
+        previous.stop()
+    room = Room(nicks, engine)
+    _shown = room
+    if display:
+        from IPython.display import display as show
+
+        show(room.widget)
+    return room

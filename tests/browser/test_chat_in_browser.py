@@ -1,0 +1,207 @@
+"""The chat panels in a real browser: JupyterLab (and Notebook 7) in headless
+Chromium, a line typed into one panel, seen arriving in another.
+
+The notebook runs top to bottom exactly as a student's would; then the test
+types with the keyboard, as a student does.  It also checks what is easy to
+get wrong and hard to see from Python: that Enter sends and leaving the box
+does not, that an empty line is not sent, that markup in a line shows as text,
+that the conversation stays on its newest line, and that no cell printed a
+warning.  ``test-artifacts/chat-panels.png`` is what the room looked like.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+# The notebook that shows the room: it must show panels for SENDER and RECEIVER,
+# and make the panels scroll (enough lines for the conversation to overflow).
+NOTEBOOK = Path(__file__).with_name("chat-room.ipynb")
+SENDER, RECEIVER = "ana", "beto"
+
+LOAD_TIMEOUT = 180_000  # ms: the first JupyterLab load on a busy two-core machine
+STEP_TIMEOUT = 60_000  # ms: guards against hangs only
+
+pytestmark = pytest.mark.timeout(600)
+
+# The open notebook's kernel and cells, seen through the app that
+# expose_app_in_browser puts at window.jupyterapp (JupyterLab and Notebook 7 alike).
+NOTEBOOK_STATE_JS = """() => {
+  const panel = window.jupyterapp && window.jupyterapp.shell.currentWidget;
+  const kernel = panel && panel.sessionContext && panel.sessionContext.session
+    && panel.sessionContext.session.kernel;
+  if (!kernel || !panel.content || !panel.content.widgets) return null;
+  const code = panel.content.widgets.filter(cell => cell.model.type === 'code');
+  return {
+    kernel: kernel.status,
+    cells: code.length,
+    run: code.filter(cell => cell.model.executionCount !== null).length,
+    outputs: code.map(cell => cell.model.outputs.toJSON()),
+  };
+}"""
+
+
+def notebook_state(page) -> dict | None:
+    return page.evaluate(NOTEBOOK_STATE_JS)
+
+
+def problems_in(outputs: list[list[dict]]) -> list[str]:
+    """Every stderr stream (warnings land there) and every error a cell left."""
+    found = []
+    for number, cell in enumerate(outputs, 1):
+        for output in cell:
+            if output.get("output_type") == "stream" and output.get("name") == "stderr":
+                found.append(f"code cell {number} wrote to stderr: {''.join(output['text'])}")
+            elif output.get("output_type") == "error":
+                found.append(f"code cell {number} raised {output['ename']}: {output['evalue']}")
+    return found
+
+
+def open_and_run_all(page, server, name: str) -> None:
+    page.goto(server.page_url(name), timeout=LOAD_TIMEOUT)
+    kernel_ready = (
+        f"() => {{ const s = ({NOTEBOOK_STATE_JS})(); return s && s.kernel === 'idle'; }}"
+    )
+    page.wait_for_function(kernel_ready, timeout=LOAD_TIMEOUT)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
+    all_run = (
+        f"() => {{ const s = ({NOTEBOOK_STATE_JS})();"
+        " return s && s.kernel === 'idle' && s.run === s.cells; }"
+    )
+    page.wait_for_function(all_run, timeout=LOAD_TIMEOUT)
+    state = notebook_state(page)
+    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
+
+
+def panel(page, nick: str):
+    return page.locator(f".chatlib-panel-{nick}")
+
+
+def log_of(page, nick: str):
+    return panel(page, nick).locator(".chatlib-log")
+
+
+def box_of(page, nick: str):
+    return panel(page, nick).locator(".chatlib-input input")
+
+
+def type_line(page, nick: str, text: str) -> None:
+    """Click into ``nick``'s box, type ``text`` key by key, press Enter."""
+    box = box_of(page, nick)
+    box.click()
+    box.press_sequentially(text)
+    box.press("Enter")
+
+
+def wait_until_connected(page, nicks) -> None:
+    from playwright.sync_api import expect
+
+    for nick in nicks:
+        expect(panel(page, nick).locator(".chatlib-state")).to_contain_text(
+            "connected", timeout=STEP_TIMEOUT
+        )
+        expect(box_of(page, nick)).to_be_enabled(timeout=STEP_TIMEOUT)
+
+
+def newest_line_in_view(page, nick: str) -> dict:
+    return log_of(page, nick).evaluate(
+        """log => {
+          const box = log.getBoundingClientRect();
+          const lines = log.querySelectorAll('.chatlib-msg, .chatlib-notice, .chatlib-error');
+          const last = lines[lines.length - 1].getBoundingClientRect();
+          return {
+            overflows: log.scrollHeight > log.clientHeight + 1,
+            in_view: last.top >= box.top - 1 && last.bottom <= box.bottom + 1,
+          };
+        }"""
+    )
+
+
+@pytest.fixture
+def page(browser):
+    context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    page = context.new_page()
+    page.set_default_timeout(STEP_TIMEOUT)
+    dialogs: list[str] = []  # an alert() would mean a line's markup ran
+
+    def record(dialog) -> None:
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", record)
+    page.dialogs = dialogs
+    yield page
+    context.close()
+
+
+def test_jupyterlab_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, artifacts):
+    from playwright.sync_api import expect
+
+    server, name = jupyter("jupyterlab", NOTEBOOK)
+    open_and_run_all(page, server, name)
+    wait_until_connected(page, [SENDER, RECEIVER])
+
+    # The conversation the notebook made overflows, and still shows its newest line.
+    seen = newest_line_in_view(page, RECEIVER)
+    assert seen["overflows"], "the notebook must write enough lines to make the panel scroll"
+    assert seen["in_view"], "the panel must stay on its newest line"
+
+    # Typed and Enter: it arrives in the other panel, and the box is empty again.
+    line = "hola beto, ¿me lees? ñandú"
+    type_line(page, SENDER, line)
+    expect(log_of(page, RECEIVER)).to_contain_text(f"{line}", timeout=STEP_TIMEOUT)
+    expect(log_of(page, SENDER)).to_contain_text(line)
+    expect(panel(page, SENDER).locator(".chatlib-own .chatlib-text").last).to_have_text(line)
+    expect(box_of(page, SENDER)).to_have_value("")
+    assert newest_line_in_view(page, RECEIVER)["in_view"]
+
+    # An empty line is not sent: Enter on the empty box, then a line; only the line arrives.
+    lines_before = log_of(page, RECEIVER).locator(".chatlib-text").count()
+    box_of(page, SENDER).press("Enter")
+    type_line(page, SENDER, "after an empty Enter")
+    expect(log_of(page, RECEIVER)).to_contain_text("after an empty Enter")
+    expect(log_of(page, RECEIVER).locator(".chatlib-text")).to_have_count(lines_before + 1)
+
+    # Leaving a box keeps its half-typed line there; the next Enter in it sends it.
+    box_of(page, RECEIVER).click()
+    box_of(page, RECEIVER).press_sequentially("a draft")
+    type_line(page, SENDER, "sync point")  # clicking away from beto's box
+    expect(log_of(page, RECEIVER)).to_contain_text("sync point")
+    expect(log_of(page, SENDER)).not_to_contain_text("a draft")
+    expect(box_of(page, RECEIVER)).to_have_value("a draft")
+    box_of(page, RECEIVER).click()
+    box_of(page, RECEIVER).press("Enter")
+    expect(log_of(page, SENDER)).to_contain_text("a draft")
+    expect(box_of(page, RECEIVER)).to_have_value("")
+
+    # Markup shows as text, and runs nothing.
+    markup = "<b>bold?</b> <img src=x onerror=alert(1)>"
+    type_line(page, SENDER, markup)
+    expect(log_of(page, RECEIVER).locator(".chatlib-text").last).to_have_text(markup)
+    assert log_of(page, RECEIVER).locator(".chatlib-text b, .chatlib-text img").count() == 0
+    assert page.dialogs == []
+
+    # The room as a student sees it; and still nothing on stderr.
+    page.locator(".chatlib-room").scroll_into_view_if_needed()
+    page.locator(".chatlib-room").screenshot(path=str(artifacts / "chat-panels.png"))
+    state = notebook_state(page)
+    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
+
+
+def test_notebook7_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, artifacts):
+    from playwright.sync_api import expect
+
+    server, name = jupyter("notebook", NOTEBOOK)
+    open_and_run_all(page, server, name)
+    wait_until_connected(page, [SENDER, RECEIVER])
+
+    line = "hola desde Notebook 7"
+    type_line(page, SENDER, line)
+    expect(log_of(page, RECEIVER)).to_contain_text(line, timeout=STEP_TIMEOUT)
+    expect(box_of(page, SENDER)).to_have_value("")
+    assert newest_line_in_view(page, RECEIVER)["in_view"]
+
+    page.locator(".chatlib-room").screenshot(path=str(artifacts / "chat-panels-notebook7.png"))
+    state = notebook_state(page)
+    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
