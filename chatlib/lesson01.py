@@ -213,6 +213,7 @@ def _pane_html(console: Console) -> str:
         f'<div style="background:#444;color:#eee;padding:2px 8px;font:12px sans-serif;'
         f'border-radius:6px 6px 0 0">{html.escape(console.name)}</div>'
         '<pre style="margin:0;background:#1e1e1e;color:#ddd;padding:8px;font-size:12px;'
-        'white-space:pre-wrap;word-break:break-all;border-radius:0 0 6px 6px">'
+        "font-family:ui-monospace,Menlo,Consolas,'DejaVu Sans Mono',monospace;"
+        'white-space:pre-wrap;overflow-x:auto;border-radius:0 0 6px 6px">'
         f"{''.join(body)}</pre></div>"
     )

@@ -15,14 +15,17 @@ step comes from one recorded event:
 
 Nothing is drawn by hand: a different run draws a different diagram.  Steps
 are spaced evenly, in the order of their ``time.monotonic()`` stamps; the
-left margin shows the real time since the first one.
+left margin shows the real time since the first one.  The stamps come from
+two observers (the terminal's readers and the proxy), so two things a script
+does within a millisecond may appear swapped; the one rule imposed is that a
+script's crash comes after everything it sent.
 """
 
 from __future__ import annotations
 
 import textwrap
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from xml.sax.saxutils import escape
 
 from chatlib.console import ConsoleEvent, parse_traceback
@@ -57,8 +60,29 @@ def steps_from(
     wire: Iterable[WireEvent] = (),
 ) -> list[Step]:
     """The diagram's rows, in time order, from the three recordings."""
-    steps = _console_steps(CLIENT, client) + _console_steps(SERVER, server) + _wire_steps(wire)
+    client, server = list(client), list(server)
+    wire_steps = _wire_steps(wire)
+    steps = wire_steps
+    for where, events in ((CLIENT, client), (SERVER, server)):
+        exited = [e.t for e in events if e.kind == "exit"]
+        for step in _console_steps(where, events):
+            if step.kind == "crash" and exited:
+                step = _after_own_sends(step, wire_steps, exited[0])
+            steps.append(step)
     return sorted(steps, key=lambda step: step.t)  # stable: equal times keep their order
+
+
+def _after_own_sends(crash: Step, wire_steps: list[Step], exited: float) -> Step:
+    """Move a crash below everything its script sent while it was alive.
+
+    The terminal and the proxy are two observers, each stamping what it
+    noticed; within a millisecond either may notice first.  But a script
+    sends nothing after its traceback, so what it sent before it ended
+    belongs above its crash.
+    """
+    sent = [s.t for s in wire_steps if s.where == crash.where and s.t < exited]
+    latest = max(sent, default=crash.t)
+    return crash if latest < crash.t else replace(crash, t=latest + 1e-6)
 
 
 def _console_steps(where: str, events: Iterable[ConsoleEvent]) -> list[Step]:

@@ -413,6 +413,21 @@ def test_the_diagram_is_drawn_from_the_events():
     assert "otra cosa" in other.svg and "adios" not in other.svg
 
 
+def test_a_crash_is_drawn_after_what_its_script_sent():
+    """The proxy may notice the reply a moment after the terminal shows the traceback."""
+    client, server, wire = made_up_trace(b"hola", b"que tal")
+    server = [
+        ConsoleEvent(e.t if e.kind != "stderr" else 1.45, e.console, e.kind, e.text, e.returncode)
+        for e in server
+    ]
+    steps = sequence_diagram(client, server, wire).steps
+    order = [(s.kind, s.where) for s in steps]
+    assert order.index(("crash", "server")) > order.index(("data", "server"))
+    assert order.index(("crash", "server")) > order.index(("fin", "server"))
+    # and nothing else moved: the client still prints the reply after the arrow
+    assert order.index(("print", "client")) > order.index(("data", "server"))
+
+
 def test_the_diagram_escapes_what_it_shows():
     client, server, wire = made_up_trace(b"<b>&</b>", b"ok")
     svg = sequence_diagram(client, server, wire).svg
