@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 
-from chatlib import original, room, serve, terminal
+from chatlib import accounts, history, original, room, serve, terminal, tls
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -95,6 +95,31 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="N",
         help="recent messages a newcomer is shown (default: %(default)s)",
     )
+    # Lesson 07: TLS, a message history, accounts.
+    parser.add_argument(
+        "--tls-cert",
+        metavar="FILE",
+        help="serve over TLS with this PEM certificate (make one: chatlib certs make DIR)",
+    )
+    parser.add_argument(
+        "--tls-key", metavar="FILE", help="the certificate's PEM private key (with --tls-cert)"
+    )
+    parser.add_argument(
+        "--db",
+        metavar="FILE",
+        help="keep every message in this SQLite file (created if needed), on disk before "
+        "anyone is sent it; newcomers get the history from it",
+    )
+    parser.add_argument(
+        "--accounts",
+        action="store_true",
+        help="a join needs the nick's password, from the accounts in --db "
+        "(add them with: chatlib users add NICK --db FILE)",
+    )
+
+
+# The errors a bad --tls-cert, --tls-key or --db gives: one sentence each.
+SETUP_ERRORS = (tls.TLSSetupError, history.StoreError, accounts.AccountsError)
 
 
 def serve_options(args: argparse.Namespace) -> dict:
@@ -104,7 +129,35 @@ def serve_options(args: argparse.Namespace) -> dict:
         "max_text": args.max_text,
         "queue_limit": args.queue_limit,
         "history_size": args.history,
+        **_security_options(args),
     }
+
+
+def _security_options(args: argparse.Namespace) -> dict:
+    """ssl_context, store and authenticator from the lesson 07 options (``SETUP_ERRORS``)."""
+    options: dict = {}
+    if bool(args.tls_cert) != bool(args.tls_key):
+        raise tls.TLSSetupError("--tls-cert and --tls-key go together: give both, or neither")
+    if args.accounts and not args.db:
+        raise accounts.AccountsError("--accounts needs --db FILE, the file that holds them")
+    if args.tls_cert:
+        options["ssl_context"] = tls.server_context(args.tls_cert, args.tls_key)
+    if args.db:
+        options["store"] = history.MessageStore(args.db)
+    if args.accounts:
+        try:
+            options["authenticator"] = accounts.Accounts(args.db)
+        except accounts.AccountsError:
+            options["store"].close()
+            raise
+        if not len(options["authenticator"]):
+            print(
+                f"chatlib serve: warning: {args.db} has no accounts yet, so nobody can join; "
+                f"add one with: chatlib users add NICK --db {args.db}",
+                file=sys.stderr,
+                flush=True,
+            )
+    return options
 
 
 def _listen_problem(error: OSError) -> str:
@@ -130,10 +183,19 @@ def run_serve(args: argparse.Namespace) -> int:
             flush=True,
         )
     try:
-        return serve.run_forever(args.engine, args.host, args.port, **serve_options(args))
+        options = serve_options(args)
+    except SETUP_ERRORS as error:
+        print(f"chatlib serve: {error}", file=sys.stderr)
+        return 1
+    try:
+        return serve.run_forever(args.engine, args.host, args.port, **options)
     except OSError as error:
         print(f"chatlib serve: cannot listen on {where}: {_listen_problem(error)}", file=sys.stderr)
         return 1
+    finally:
+        for name in ("store", "authenticator"):
+            if name in options:
+                options[name].close()
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,6 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_serve_arguments(serve_command)
     serve_command.set_defaults(run=run_serve)
+
+    tls.add_command(commands)  # chatlib certs make DIR (lesson 07)
+    accounts.add_command(commands)  # chatlib users add|remove|list (lesson 07)
     return parser
 
 

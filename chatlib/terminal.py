@@ -3,6 +3,7 @@
     chatlib serve                   # in one terminal: a server on 127.0.0.1:5050
     chatlib chat --nick ana         # in others: join it
     chatlib chat --nick bob --host 127.0.0.1 --port 5050
+    chatlib chat --nick eva --tls --cafile certs/ca.pem --password-stdin   # lesson 07
 
 It runs in one of two modes:
 
@@ -39,13 +40,16 @@ import argparse
 import asyncio
 import codecs
 import contextlib
+import ipaddress
 import os
 import queue
 import sys
 import threading
 import time
 
+from chatlib.accounts import AccountsError, read_password
 from chatlib.client import DISCONNECTED, ChatClient, ChatConnectionError, ChatError, Event
+from chatlib.tls import TLSSetupError, client_context
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 5050  # not the seed's 5000: on recent macOS the AirPlay receiver holds it
@@ -64,26 +68,59 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--port", type=int, default=DEFAULT_PORT, help="the server's port (default: %(default)s)"
     )
+    # Lesson 07: TLS and accounts.
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect over TLS and check the server's certificate (against --cafile, "
+        "or else the system's authorities)",
+    )
+    parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        help="trust the certificate authority in this PEM file, such as the ca.pem of "
+        "'chatlib certs make' (implies --tls)",
+    )
+    parser.add_argument(
+        "--password-stdin",
+        action="store_true",
+        help="the first line of stdin is your password (for scripts); on a terminal you "
+        "are asked for it, without echo, whenever the server wants one",
+    )
 
 
 def client_options(args: argparse.Namespace) -> dict:
-    """Keyword arguments for ``ChatClient`` from the options (TLS options go here)."""
+    """Keyword arguments for ``ChatClient`` from the options (``TLSSetupError`` if bad)."""
+    if getattr(args, "tls", False) or getattr(args, "cafile", None):
+        return {"ssl_context": client_context(getattr(args, "cafile", None))}
     return {}
 
 
 def run(args: argparse.Namespace) -> int:
     """Connect, join, chat until the user leaves or the connection ends; the exit code."""
-    client = ChatClient(args.host, args.port, **client_options(args))
     try:
-        welcome = client.connect(args.nick)
+        client = ChatClient(args.host, args.port, **client_options(args))
+        password = None
+        if getattr(args, "password_stdin", False):
+            password = read_password(f"password for {args.nick}: ")
+    except (TLSSetupError, AccountsError) as error:
+        return fail(str(error))
+    try:
+        welcome = join(client, args.nick, password)
     except KeyboardInterrupt:
         client.close()
         return fail("interrupted before joining")
     except ChatError as refusal:
         client.close()
-        return fail(refusal_line(refusal, args.nick))
+        asked = password is not None or sys.stdin.isatty()
+        return fail(refusal_line(refusal, args.nick, password_sent=asked))
     except ChatConnectionError as error:
-        return fail(str(error))
+        hint = ""
+        if client.ssl_context is None and not str(error).startswith("cannot connect"):
+            hint = " (if the server uses TLS, add --tls)"
+        elif "not trusted" in str(error) and not getattr(args, "cafile", None):
+            hint = " (for a classroom's own authority, add --cafile ca.pem)"
+        return fail(f"{error}{hint}")
     try:
         if sys.stdin.isatty() and sys.stdout.isatty():
             return run_interactive(client, welcome)
@@ -99,11 +136,49 @@ def fail(line: str) -> int:
     return 1
 
 
-def refusal_line(refusal: ChatError, nick: str) -> str:
+def join(client: ChatClient, nick: str, password: str | None = None, tries: int = 3) -> Event:
+    """Join as ``nick``; on a terminal, ask for the password when the server wants one."""
+    attempt = 1
+    while True:
+        if password is not None and client.ssl_context is None and not _loopback(client.host):
+            print(
+                "chatlib chat: warning: without --tls your password crosses the network "
+                "unencrypted: anyone on the way can read it",
+                file=sys.stderr,
+            )
+        try:
+            return client.connect(nick, password)
+        except ChatError as refusal:
+            if refusal.code != "auth-failed" or attempt >= tries or not sys.stdin.isatty():
+                raise
+            if password is not None:
+                print(f"chatlib chat: {refusal.detail}", file=sys.stderr)
+            try:
+                password = read_password(f"password for {nick}: ")
+            except AccountsError:  # Ctrl-D or Ctrl-C at the prompt
+                raise refusal from None
+            attempt += 1
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def refusal_line(refusal: ChatError, nick: str, password_sent: bool = True) -> str:
     if refusal.code == "nick-taken":
         return f"the nick {nick!r} is taken in this room; choose another with --nick"
     if refusal.code == "bad-nick":
         return f"the server refused the nick {nick!r}: {refusal.detail}"
+    if refusal.code == "auth-failed" and not password_sent:
+        return (
+            f"the server wants a password for {nick!r}: run on a terminal to be asked "
+            "for it, or give it as the first line of stdin with --password-stdin"
+        )
     return f"the server refused to let {nick!r} in: {refusal.detail}"
 
 
