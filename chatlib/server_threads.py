@@ -164,20 +164,23 @@ class ThreadedServer:
 
     def _handshake(self, sock: socket.socket) -> socket.socket | None:
         assert self.ssl_context is not None
+        sock.settimeout(self.grace * 2)  # a client that never says hello is cut off
+        # wrap_socket takes over the file descriptor, so it is the wrapped socket
+        # that stop() must be able to shut while the handshake waits.
+        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
         with self._lock:
-            self._handshaking.add(sock)
+            self._handshaking.add(tls)
         try:
-            sock.settimeout(self.grace * 2)  # a client that never says hello is cut off
-            tls = self.ssl_context.wrap_socket(sock, server_side=True)
+            tls.do_handshake()
             tls.settimeout(None)
             return tls
         except OSError as error:  # ssl.SSLError is an OSError
             log.info("TLS handshake failed: %s", error)
-            sock.close()
+            tls.close()
             return None
         finally:
             with self._lock:
-                self._handshaking.discard(sock)
+                self._handshaking.discard(tls)
 
     # Reading and writing ------------------------------------------------------------
 
