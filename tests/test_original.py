@@ -228,7 +228,7 @@ def test_a_line_that_only_looks_like_a_prompt_is_not_answered(tmp_path):
         input("Respuesta: ")
         """,
     )
-    with Console(script, typing=["sí"], settle=0.3) as console:
+    with Console(script, typing=["sí"], settle=1.0) as console:
         assert console.wait(GUARD) == 0
     assert console.screen() == "Mensaje: \nRespuesta: sí\n"
 
