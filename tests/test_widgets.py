@@ -257,14 +257,16 @@ def test_show_room_again_replaces_the_room_before():
         with pytest.raises(ConnectionRefusedError):
             socket.create_connection(("127.0.0.1", old_port), timeout=5).close()
         assert second.server.running and second["carla"].state == "connected"
-        assert room_module._shown is second
+        assert room_module._shown["room"] is second
         with pytest.raises(KeyError, match="carla"):
             second["ana"]
+        other = show_room(["dani"], key="another", display=False)
+        assert second.server.running and other.server.running  # another key: both stay
     finally:
-        room_module._shown = None
-        first.stop()
-        second.stop()
-    assert not second.server.running
+        for room in [first, *room_module._shown.values()]:
+            room.stop()
+        room_module._shown.clear()
+    assert not second.server.running and not other.server.running
 
 
 def test_a_room_needs_a_nick():
@@ -306,17 +308,47 @@ def test_the_stepper_reaches_each_crash_at_its_step_and_resets():
         stepper.close()
 
 
-def test_a_new_stepper_stops_the_one_before():
+def test_a_traceback_that_arrives_in_pieces_still_has_its_last_line_in_red():
+    from types import SimpleNamespace
+
+    from chatlib.console import ConsoleEvent, parse_traceback
+    from chatlib.widgets.stepper import render_console
+
+    pieces = ["Traceback (most recent call last):\n", '  File "s.py", line 1, in <module>\n']
+    pieces += ["    x()\n", "OSError: ", "[Errno 9] Bad file descriptor\n"]
+    events = [
+        ConsoleEvent(0.0, SERVER, "stdout", "Escribe: "),
+        ConsoleEvent(0.0, SERVER, "typed", "a"),
+    ]
+    events += [ConsoleEvent(0.0, SERVER, "stderr", piece) for piece in pieces]
+    console = SimpleNamespace(
+        events=events,
+        command="python servidor.py",
+        crash=parse_traceback("".join(pieces)),
+        running=False,
+        returncode=1,
+    )
+    shown = render_console(SERVER, console, 5050)
+    assert f"<b class='chatlib-term-crash'>{CRASH}</b>" in shown
+    assert "(crashed)" in shown and "<b class='chatlib-term-typed'>a</b>" in shown
+
+
+def test_a_new_stepper_stops_the_one_before_with_its_key():
     first = BugStepper()
     first.step()
     process = first.server
     assert process.running
+    other = BugStepper(key="another")
+    other.step()
     second = BugStepper()
     try:
         assert not process.running
         assert first._closed and first.widget.comm is None
+        assert other.server.running  # another key: left alone
     finally:
         second.close()
+        other.close()
+    assert not other.server.running
 
 
 # The server console -------------------------------------------------------------------

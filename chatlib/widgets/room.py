@@ -9,8 +9,10 @@
     room.stop()                                  # or just run the cell again
 
 Running the cell again replaces the room: the previous server and its panels
-are stopped first (a module-level registry remembers the room on show), so a
-lesson can be re-run as often as you like without leaving servers behind.
+are stopped first (a module-level registry remembers the room shown last with
+each ``key``), so a lesson can be re-run as often as you like without leaving
+servers behind.  Two rooms side by side in one notebook (a threads one and an
+asyncio one, say) take two keys.
 """
 
 from __future__ import annotations
@@ -19,8 +21,8 @@ import ipywidgets as widgets
 
 from chatlib.widgets.panel import ChatPanel
 
-# The room shown last, stopped by the next show_room() call.
-_shown: Room | None = None
+# key -> the room shown last with that key, stopped by the next show_room(key=key).
+_shown: dict[str, Room] = {}
 
 
 class Room:
@@ -76,20 +78,22 @@ class Room:
             self.widget.close()
 
 
-def show_room(nicks: list[str], engine: str = "threads", *, display: bool = True) -> Room:
+def show_room(
+    nicks: list[str], engine: str = "threads", *, key: str = "room", display: bool = True
+) -> Room:
     """Start a server in the background and show a panel per nick, side by side.
 
-    The room shown before (by an earlier run of the cell) is stopped first.
+    The room shown before with the same ``key`` (by an earlier run of the
+    cell) is stopped first.
     Returns the ``Room``: ``room["ana"]`` is ana's panel, ``room.stop()`` ends it;
     write ``room = show_room(...)`` (the room itself shows as one line of text,
     ``room.widget`` shows the panels again).
     """
-    global _shown
-    if _shown is not None:
-        previous, _shown = _shown, None
+    previous = _shown.pop(key, None)
+    if previous is not None:
         previous.stop()
     room = Room(nicks, engine)
-    _shown = room
+    _shown[key] = room
     if display:
         from IPython.display import display as show
 

@@ -160,7 +160,7 @@ class ServerConsole:
             f"({e(self.server.engine)} engine) on {e(host)}:{port} "
             f"<span style='color:{colour}'>● {state}</span></div>"
         )
-        counters = ", ".join(f"{e(k)} {v}" for k, v in self.stats.items())
+        counters = " · ".join(f"{e(k.replace('_', ' '))} {v}" for k, v in self.stats.items())
         chips = "".join(
             f"<span class='chatlib-server-chip' style='background:{colour_of(m)}'>{e(m)}</span>"
             for m in self.members

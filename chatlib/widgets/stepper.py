@@ -23,8 +23,13 @@ From code (tests, or a lesson that drives it)::
     stepper.screen("servidor.py")
     stepper.reset(); stepper.close()
 
-Creating a stepper stops the one created before it (running the cell again
-does not leave the old processes waiting at their prompts).
+Creating a stepper stops the one created before it with the same ``key``, so
+running the cell again does not leave the old processes waiting at their
+prompts; give two steppers in one notebook different keys.
+
+Lesson 02 can step through its fixed scripts with the same buttons: pass
+``server_script=``/``client_script=`` (e.g. ``chatlib.lesson01.edited_copy``)
+and, since the story is then another one, ``steps=`` with its own texts.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ SERVER, CLIENT = "servidor.py", "cliente.py"
 STEP_TIMEOUT = 20.0  # seconds a step may take to show its effect; only a hang takes this long
 QUIET = 3.0  # seconds of silence after which a fixed script counts as back in recv()
 
-_current: BugStepper | None = None
+_current: dict[str, BugStepper] = {}  # key -> the stepper made last with that key
 
 
 @dataclass(frozen=True)
@@ -95,11 +100,17 @@ class BugStepper:
         *,
         server_script: str | Path = SERVER_SCRIPT,
         client_script: str | Path = CLIENT_SCRIPT,
+        steps: tuple[Step, ...] = STEPS,
+        key: str = "stepper",
     ):
-        global _current
-        if _current is not None:
-            _current.close()
-        _current = self
+        if len(steps) != len(STEPS):
+            raise ValueError(f"the exchange has {len(STEPS)} steps; steps= gives {len(steps)}")
+        previous = _current.get(key)
+        if previous is not None:
+            previous.close()
+        _current[key] = self
+        self.key = key
+        self.steps = steps
         self.client_lines = client_lines
         self.server_line = server_line
         self.server_script = server_script
@@ -119,10 +130,14 @@ class BugStepper:
         self._closed = False
 
         self._status = widgets.HTML()
-        self._next = widgets.Button(icon="play", button_style="primary")
+        self._next = widgets.Button(
+            icon="play", button_style="primary", layout=widgets.Layout(width="auto")
+        )
         self._next.on_click(lambda _: self.step())
         self._reset = widgets.Button(description="Reset", icon="refresh")
         self._reset.on_click(lambda _: self.reset())
+        self._next.add_class("chatlib-stepper-next")
+        self._reset.add_class("chatlib-stepper-reset")
         self._screens = {SERVER: widgets.HTML(), CLIENT: widgets.HTML()}
         for name, screen in self._screens.items():
             screen.add_class("chatlib-console")
@@ -137,7 +152,7 @@ class BugStepper:
         self.reset()
 
     def __repr__(self) -> str:
-        return f"<BugStepper {self.steps_done}/{len(STEPS)} steps: {self.state}>"
+        return f"<BugStepper {self.steps_done}/{len(self.steps)} steps: {self.state}>"
 
     def _ipython_display_(self) -> None:
         from IPython.display import display
@@ -162,12 +177,12 @@ class BugStepper:
 
     @property
     def finished(self) -> bool:
-        return self.steps_done == len(STEPS)
+        return self.steps_done == len(self.steps)
 
     @property
     def state(self) -> str:
         """The status line: which step, and what each script is doing."""
-        where = f"step {self.steps_done} of {len(STEPS)}" if self.steps_done else "ready"
+        where = f"step {self.steps_done} of {len(self.steps)}" if self.steps_done else "ready"
         scripts = ", ".join(f"{name} {word}" for name, word in self.status.items())
         problem = f" ({self.problem})" if self.problem else ""
         return f"{where}: {scripts}{problem}"
@@ -268,7 +283,6 @@ class BugStepper:
 
     def close(self) -> None:
         """Kill both scripts and close the widgets."""
-        global _current
         with self._stepping:
             if self._closed:
                 return
@@ -279,8 +293,8 @@ class BugStepper:
                 self._closed = True
                 for widget in self._widgets:
                     widget.close()
-        if _current is self:
-            _current = None
+        if _current.get(self.key) is self:
+            del _current[self.key]
 
     # Rendering ----------------------------------------------------------------------
 
@@ -301,14 +315,14 @@ class BugStepper:
                 self._next.disabled = True
             else:
                 number = self.steps_done + 1
-                self._next.description = f"step {number}: {STEPS[self.steps_done].button}"
+                self._next.description = f"step {number}: {self.steps[self.steps_done].button}"
                 self._next.disabled = False
             for name in self._screens:
                 self._render_console(name)
 
     def _render_status(self) -> None:
         if self.steps_done:
-            said = STEPS[self.steps_done - 1].explanation
+            said = self.steps[self.steps_done - 1].explanation
         else:
             said = "Press the button to take the first step."
         self._status.value = (
@@ -345,18 +359,19 @@ def render_console(name: str, console: Console | None, port: int) -> str:
     else:
         crash = console.crash
         parts = [f"<span class='chatlib-term-cmd'>$ {e(console.command)}</span>\n"]
-        for event in console.events:
-            if event.kind == "stdout":
-                parts.append(e(event.text))
-            elif event.kind == "typed":
-                parts.append(f"<b class='chatlib-term-typed'>{e(event.text)}</b>\n")
-            elif event.kind == "stderr":
-                parts.append(f"<span class='chatlib-term-err'>{e(event.text)}</span>")
+        for kind, text in _segments(console.events):
+            if kind == "stdout":
+                parts.append(e(text))
+            elif kind == "typed":
+                parts.append(f"<b class='chatlib-term-typed'>{e(text)}</b>\n")
+            else:
+                shown = e(text)
+                if crash is not None:
+                    # The traceback's last line, the one to read first, stands out.
+                    last = e(crash.error)
+                    shown = shown.replace(last, f"<b class='chatlib-term-crash'>{last}</b>")
+                parts.append(f"<span class='chatlib-term-err'>{shown}</span>")
         body = "".join(parts)
-        if crash is not None:
-            # The traceback's last line, the one to read first, stands out.
-            last = e(crash.error)
-            body = body.replace(last, f"<b class='chatlib-term-crash'>{last}</b>")
     title = e(name)
     state = e(_status_of(console))
     return (
@@ -364,6 +379,19 @@ def render_console(name: str, console: Console | None, port: int) -> str:
         f"<div class='chatlib-term-title'>{title} <span>({state})</span></div>"
         f"<pre class='chatlib-term-body'>{body}</pre></div>"
     )
+
+
+def _segments(events: list[ConsoleEvent]) -> list[tuple[str, str]]:
+    """Output as runs of one kind: a traceback arrives in pieces, it shows as one."""
+    runs: list[tuple[str, str]] = []
+    for event in events:
+        if event.kind not in ("stdout", "stderr", "typed"):
+            continue
+        if runs and runs[-1][0] == event.kind != "typed":
+            runs[-1] = (event.kind, runs[-1][1] + event.text)
+        else:
+            runs.append((event.kind, event.text))
+    return runs
 
 
 _TERMINAL_STYLE = """<style>

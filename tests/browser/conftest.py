@@ -105,6 +105,13 @@ class JupyterServer:
             PYTHONUNBUFFERED="1",
         )
         env.pop("JUPYTER_TOKEN", None)
+        # Answer "never" to JupyterLab's question about fetching news, so no
+        # notification covers the page (and nothing asks a website).
+        notification = self.home / "settings" / "@jupyterlab" / "apputils-extension"
+        notification.mkdir(parents=True, exist_ok=True)
+        (notification / "notification.jupyterlab-settings").write_text(
+            json.dumps({"fetchNews": "false", "checkForUpdates": False})
+        )
         app_class = "LabApp" if self.app == "jupyterlab" else "JupyterNotebookApp"
         command = [
             sys.executable,

@@ -205,3 +205,50 @@ def test_notebook7_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, a
     page.locator(".chatlib-room").screenshot(path=str(artifacts / "chat-panels-notebook7.png"))
     state = notebook_state(page)
     assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
+
+
+# The bug stepper and the server console, clicked as a student clicks them.
+STEPPER_NOTEBOOK = Path(__file__).with_name("stepper.ipynb")
+CRASH = "OSError: [Errno 9] Bad file descriptor"
+
+
+def test_jupyterlab_bug_stepper_and_server_console(page, jupyter, artifacts):
+    from playwright.sync_api import expect
+
+    server, name = jupyter("jupyterlab", STEPPER_NOTEBOOK)
+    open_and_run_all(page, server, name)
+    stepper = page.locator(".chatlib-stepper")
+    servidor = stepper.locator(".chatlib-console-servidor")
+    cliente = stepper.locator(".chatlib-console-cliente")
+    next_button = stepper.locator(".chatlib-stepper-next")
+
+    expect(page.locator(".chatlib-server-console")).to_contain_text("ana joined")
+    expect(page.locator(".chatlib-server-console")).to_contain_text("members (1)")
+
+    expected = [
+        (servidor, "Servidor esperando conexion en 127.0.0.1"),
+        (cliente, "Escribe lo que quieres enviar:"),
+        (servidor, "Escribe tur respuesta:"),
+        (cliente, "Respuesta del servidor: hola, cliente"),
+        (cliente, CRASH),
+    ]
+    for number, (console, text) in enumerate(expected, 1):
+        expect(next_button).to_contain_text(f"step {number}:")
+        next_button.click()
+        expect(console).to_contain_text(text)
+        if number == 4:  # the server died at the moment it answered
+            crash = servidor.locator(".chatlib-term-crash")
+            expect(crash).to_have_text(CRASH)
+            colour = crash.evaluate("element => getComputedStyle(element).color")
+            assert colour == "rgb(255, 85, 85)", colour  # red, as the style says
+            expect(cliente.locator(".chatlib-term-crash")).to_have_count(0)
+    expect(cliente.locator(".chatlib-term-crash")).to_have_text(CRASH)
+    expect(next_button).to_be_disabled()
+    stepper.screenshot(path=str(artifacts / "bug-stepper.png"))
+    page.locator(".chatlib-server-console").screenshot(path=str(artifacts / "server-console.png"))
+
+    stepper.locator(".chatlib-stepper-reset").click()
+    expect(servidor).to_contain_text("not started")
+    expect(next_button).to_contain_text("step 1:")
+    state = notebook_state(page)
+    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
