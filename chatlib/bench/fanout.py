@@ -330,6 +330,7 @@ async def measure(engine: str, size: int, settings: Settings) -> dict:
         room.latencies_ns = []
         _, server_cpu_start = process_stats(server.pid)
         own_cpu_start = time.process_time()
+        busy_start = machine_busy()
         start, deliveries_start = time.perf_counter(), room.deliveries
         deadline = start + settings.seconds
         turn = 0
@@ -342,6 +343,7 @@ async def measure(engine: str, size: int, settings: Settings) -> dict:
         deliveries = room.deliveries - deliveries_start
         _, server_cpu_end = process_stats(server.pid)
         own_cpu = time.process_time() - own_cpu_start
+        busy_end = machine_busy()
         room.recording = False
         loaded = sorted(room.latencies_ns)
         await room.drain(settings.timeout)
@@ -355,9 +357,14 @@ async def measure(engine: str, size: int, settings: Settings) -> dict:
     def per_member(rss: int | None) -> float | None:
         return None if rss is None or rss_empty is None else (rss - rss_empty) / size / 1024
 
-    server_cpu = None
+    server_cpu = other_cpu = None
     if server_cpu_start is not None and server_cpu_end is not None:
         server_cpu = (server_cpu_end - server_cpu_start) / elapsed
+        if busy_start is not None and busy_end is not None:
+            # What the rest of the machine used meanwhile: other programs disturb
+            # the figures, so say how much.
+            other = (busy_end - busy_start) / elapsed - server_cpu - own_cpu / elapsed
+            other_cpu = max(0.0, other)
     return {
         "engine": engine,
         "members": size,
@@ -370,6 +377,7 @@ async def measure(engine: str, size: int, settings: Settings) -> dict:
         "kib_per_member_loaded": per_member(rss_loaded),
         "server_cpu": server_cpu,
         "load_cpu": own_cpu / elapsed,
+        "other_cpu": other_cpu,
     }
 
 
@@ -410,6 +418,24 @@ def process_stats(pid: int) -> tuple[int | None, float | None]:
         return None, None
 
 
+def machine_busy() -> float | None:
+    """CPU seconds every core of the machine has spent busy so far, if this OS tells."""
+    try:
+        import psutil
+    except ImportError:
+        psutil = None
+    if psutil is not None:
+        times = psutil.cpu_times()  # (guest time is already inside user time)
+        busy = ("user", "nice", "system", "irq", "softirq", "steal")
+        return sum(getattr(times, name, 0.0) for name in busy)
+    try:  # Linux without psutil: user nice system idle iowait irq softirq steal ...
+        with open("/proc/stat") as stat:
+            ticks = [int(n) for n in stat.readline().split()[1:]]
+        return (sum(ticks[:8]) - ticks[3] - ticks[4]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 def _raise_file_limit() -> None:
     # 500 members are 500 sockets; macOS allows 256 open files by default.
     try:
@@ -448,19 +474,20 @@ def _fmt(value: float | None, spec: str) -> str:
 def table(results: list[dict]) -> str:
     lines = [
         "| server | members | deliveries/s | idle p50 / p99 ms | loaded p50 / p99 ms "
-        "| KiB/member (joined / after load) | server CPU | load CPU |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| KiB/member (joined / after load) | server CPU | load CPU | others' CPU |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
         if "failure" in r:
-            lines.append(f"| {r['engine']} | {r['members']} | failed: {r['failure']} |||||")
+            lines.append(f"| {r['engine']} | {r['members']} | failed: {r['failure']} ||||||")
             continue
         lines.append(
             f"| {r['engine']} | {r['members']} | {r['deliveries_per_s']:,.0f} "
             f"| {_fmt(r['idle_p50_ms'], '.2f')} / {_fmt(r['idle_p99_ms'], '.2f')} "
             f"| {_fmt(r['loaded_p50_ms'], '.2f')} / {_fmt(r['loaded_p99_ms'], '.2f')} "
             f"| {_fmt(r['kib_per_member'], '.1f')} / {_fmt(r['kib_per_member_loaded'], '.1f')} "
-            f"| {_fmt(r['server_cpu'], '.0%')} | {_fmt(r['load_cpu'], '.0%')} |"
+            f"| {_fmt(r['server_cpu'], '.0%')} | {_fmt(r['load_cpu'], '.0%')} "
+            f"| {_fmt(r['other_cpu'], '.0%')} |"
         )
     return "\n".join(lines)
 
