@@ -43,6 +43,8 @@ from chatlib.client import ChatClient, ChatConnectionError, ChatError
 SHOWN = 200  # lines rendered in the conversation; older ones stay in .entries
 KEPT = 2000  # lines kept in .entries
 GROUP_SECONDS = 300  # lines from the same sender this close share one heading
+RENDER_INTERVAL = 0.1  # seconds between two renders of a panel, at least
+PLACEHOLDER = "Write a message; Enter sends"
 
 # Dark enough for white initials and for names on a light background, and far
 # apart in hue; the nick picks one, so a member has the same colour everywhere.
@@ -164,6 +166,8 @@ class ChatPanel:
         self._changed = threading.Condition()  # guards entries, members, state
         self._enter = EnterToSend()
         self._closed = False
+        self._last_render = 0.0
+        self._pending: threading.Timer | None = None  # a render due soon
 
         self._header = widgets.HTML()
         self._header.add_class("chatlib-header")
@@ -172,7 +176,7 @@ class ChatPanel:
         self._log = widgets.HTML()
         self._log.add_class("chatlib-log")
         self._input = widgets.Text(
-            placeholder="Write a message; Enter sends",
+            placeholder=PLACEHOLDER,
             continuous_update=False,
             layout=widgets.Layout(flex="1 1 auto", width="auto"),
         )
@@ -245,6 +249,8 @@ class ChatPanel:
                         f"{timeout:g} s; it shows:\n{self.text()}"
                     )
                 self._changed.wait(left)
+            if self._pending is not None:
+                self._render()  # so that the widgets show what was waited for
 
     # Talking -------------------------------------------------------------------
 
@@ -294,6 +300,10 @@ class ChatPanel:
         self._closed = True
         if self.client is not None:
             self.client.close()  # joins the receiver thread
+        with self._changed:
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
         for widget in self._all_widgets:
             widget.close()
 
@@ -366,28 +376,48 @@ class ChatPanel:
             del self.entries[:-KEPT]
             if state is not None:
                 self.state = state
-            self._render()
+            self._show_changes()
 
     def _set_members(self, users) -> None:
         with self._changed:
             self.members = [str(u) for u in users]
-            self._render()
+            self._show_changes()
 
     def _set_state(self, state: str) -> None:
         with self._changed:
             self.state = state
+            self._show_changes()
+
+    def _show_changes(self) -> None:
+        """Tell waiters, and render now, or soon if the last render was a moment ago.
+
+        A burst of lines would otherwise re-send the whole conversation for each
+        one; at most one render per RENDER_INTERVAL, and always one after the last.
+        """
+        self._changed.notify_all()
+        wait = self._last_render + RENDER_INTERVAL - time.monotonic()
+        if wait <= 0:
             self._render()
+        elif self._pending is None:
+            self._pending = threading.Timer(wait, self._render)
+            self._pending.daemon = True
+            self._pending.start()
 
     def _render(self) -> None:
         with self._changed:
+            if self._pending is not None:
+                self._pending.cancel()
+                self._pending = None
+            self._last_render = time.monotonic()
             if self._closed:
                 return
+            connected = self.state == "connected"
             self._header.value = render_header(self.nick, self.state, self.host, self.port)
             self._members.value = render_members(self.members, self.nick)
             self._log.value = render_entries(self.entries[-SHOWN:])
-            self._input.disabled = self.state != "connected"
-            self._button.disabled = self.state != "connected"
-            self._changed.notify_all()
+            self._input.disabled = not connected
+            self._input.placeholder = PLACEHOLDER if connected else f"{self.state}: cannot send"
+            self._button.disabled = not connected
 
 
 # Rendering: pure functions from what the panel knows to HTML -------------------
