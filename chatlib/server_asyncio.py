@@ -142,8 +142,12 @@ class AsyncioServer:
                 await writer.drain()  # waits while the peer is not reading
                 self.room.sent(member, len(batch.payloads))
                 if batch.close:
-                    if writer.can_write_eof():  # TLS cannot half-close
+                    if writer.can_write_eof():
                         writer.write_eof()  # the peer reads end of stream
+                    else:
+                        # TLS cannot half-close: its close_notify ends the stream, and
+                        # asyncio reads on until the peer's own (or the deadline).
+                        _close(writer)
                     return
         except Exception as error:  # the peer is gone, or we cut it off
             if not isinstance(error, OSError):
@@ -156,7 +160,7 @@ class AsyncioServer:
         await conn.writer_task  # it ends once the room says close, or its socket fails
         del self._connections[conn.member]
         self._wake(self.room.closed(conn.member))  # tells the room 'left' if still in
-        conn.writer.close()
+        _close(conn.writer)
         try:
             await conn.writer.wait_closed()  # the deadline, if any, still guards this
         except OSError:
@@ -191,7 +195,7 @@ class AsyncioServer:
         if writers:
             await asyncio.wait(writers, timeout=self.grace)
         for conn in list(self._connections.values()):
-            conn.writer.close()
+            _close(conn.writer)
         readers = [c.task for c in self._connections.values() if c.task]
         if readers:
             await asyncio.wait(readers, timeout=_HANG_GUARD)
@@ -201,3 +205,10 @@ class AsyncioServer:
         stats = self.room.stats()
         stats["tasks"] = 2 * len(self._connections)
         return stats
+
+
+def _close(writer: asyncio.StreamWriter) -> None:
+    """Close once: a second ``close()`` of a TLS transport forgets its connection, after
+    which ``transport.abort()`` (the deadline) would do nothing."""
+    if not writer.is_closing():
+        writer.close()
