@@ -1,8 +1,9 @@
 """The chat panels in a real browser: JupyterLab (and Notebook 7) in headless
 Chromium, a line typed into one panel, seen arriving in another.
 
-The notebook runs top to bottom exactly as a student's would; then the test
-types with the keyboard, as a student does.  It also checks what is easy to
+The notebook's cells run in order, as a student runs them, up to the one that
+shows the room (a lesson's last cells stop it); then the test types with the
+keyboard, as a student does.  It also checks what is easy to
 get wrong and hard to see from Python: that Enter sends and leaving the box
 does not, that an empty line is not sent, that markup in a line shows as text,
 that the conversation stays on its newest line, and that no cell printed a
@@ -15,8 +16,8 @@ from pathlib import Path
 
 import pytest
 
-# The notebook that shows the room: it must show panels for SENDER and RECEIVER,
-# and make the panels scroll (enough lines for the conversation to overflow).
+# The notebook that shows the room: it must show panels for SENDER and RECEIVER
+# (chatlib.widgets.show_room), and no other room.
 NOTEBOOK = Path(__file__).with_name("chat-room.ipynb")
 SENDER, RECEIVER = "ana", "beto"
 
@@ -58,20 +59,63 @@ def problems_in(outputs: list[list[dict]]) -> list[str]:
     return found
 
 
-def open_and_run_all(page, server, name: str) -> None:
+def open_notebook(page, server, name: str) -> None:
     page.goto(server.page_url(name), timeout=LOAD_TIMEOUT)
     kernel_ready = (
         f"() => {{ const s = ({NOTEBOOK_STATE_JS})(); return s && s.kernel === 'idle'; }}"
     )
     page.wait_for_function(kernel_ready, timeout=LOAD_TIMEOUT)
+
+
+def assert_no_problems(page) -> None:
+    found = problems_in(notebook_state(page)["outputs"])
+    assert not found, "\n".join(found)
+
+
+def open_and_run_all(page, server, name: str) -> None:
+    open_notebook(page, server, name)
     page.evaluate("() => window.jupyterapp.commands.execute('notebook:run-all-cells')")
     all_run = (
         f"() => {{ const s = ({NOTEBOOK_STATE_JS})();"
         " return s && s.kernel === 'idle' && s.run === s.cells; }"
     )
     page.wait_for_function(all_run, timeout=LOAD_TIMEOUT)
-    state = notebook_state(page)
-    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
+    assert_no_problems(page)
+
+
+# Runs one cell (by its index among all cells) and waits until it has run.
+RUN_CELL_JS = """async (index) => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  panel.content.activeCellIndex = index;
+  await window.jupyterapp.commands.execute('notebook:run-cell');
+}"""
+CELL_DONE_JS = """(index) => {
+  const panel = window.jupyterapp.shell.currentWidget;
+  const cell = panel.content.widgets[index];
+  const kernel = panel.sessionContext.session.kernel;
+  return kernel.status === 'idle' && cell.model.executionCount !== null;
+}"""
+
+
+def open_and_run_until_the_room(page, server, name: str) -> None:
+    """Run the cells in order up to the one that calls show_room, as a student does.
+
+    Not all of them: a lesson ends by stopping its room, which closes the panels.
+    """
+    open_notebook(page, server, name)
+    sources = page.evaluate(
+        "() => window.jupyterapp.shell.currentWidget.content.widgets"
+        ".map(cell => [cell.model.type, cell.model.sharedModel.getSource()])"
+    )
+    for index, (kind, source) in enumerate(sources):
+        if kind != "code":
+            continue
+        page.evaluate(RUN_CELL_JS, index)
+        page.wait_for_function(CELL_DONE_JS, arg=index, timeout=LOAD_TIMEOUT)
+        assert_no_problems(page)
+        if "show_room(" in source:
+            return
+    pytest.fail(f"{name} has no cell that calls show_room(...)")
 
 
 def panel(page, nick: str):
@@ -139,12 +183,18 @@ def test_jupyterlab_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, 
     from playwright.sync_api import expect
 
     server, name = jupyter("jupyterlab", NOTEBOOK)
-    open_and_run_all(page, server, name)
+    open_and_run_until_the_room(page, server, name)
     wait_until_connected(page, [SENDER, RECEIVER])
 
-    # The conversation the notebook made overflows, and still shows its newest line.
+    # A conversation longer than the panel still shows its newest line.  (The
+    # notebook may have made one already; if not, type until it overflows.)
+    for n in range(1, 41):
+        if newest_line_in_view(page, RECEIVER)["overflows"]:
+            break
+        type_line(page, SENDER, f"filling the panel, line {n}")
+        expect(log_of(page, RECEIVER)).to_contain_text(f"filling the panel, line {n}")
     seen = newest_line_in_view(page, RECEIVER)
-    assert seen["overflows"], "the notebook must write enough lines to make the panel scroll"
+    assert seen["overflows"], "40 lines should be more than a panel holds"
     assert seen["in_view"], "the panel must stay on its newest line"
 
     # Typed and Enter: it arrives in the other panel, and the box is empty again.
@@ -185,15 +235,14 @@ def test_jupyterlab_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, 
     # The room as a student sees it; and still nothing on stderr.
     page.locator(".chatlib-room").scroll_into_view_if_needed()
     page.locator(".chatlib-room").screenshot(path=str(artifacts / "chat-panels.png"))
-    state = notebook_state(page)
-    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
+    assert_no_problems(page)
 
 
 def test_notebook7_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, artifacts):
     from playwright.sync_api import expect
 
     server, name = jupyter("notebook", NOTEBOOK)
-    open_and_run_all(page, server, name)
+    open_and_run_until_the_room(page, server, name)
     wait_until_connected(page, [SENDER, RECEIVER])
 
     line = "hola desde Notebook 7"
@@ -203,8 +252,7 @@ def test_notebook7_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, a
     assert newest_line_in_view(page, RECEIVER)["in_view"]
 
     page.locator(".chatlib-room").screenshot(path=str(artifacts / "chat-panels-notebook7.png"))
-    state = notebook_state(page)
-    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
+    assert_no_problems(page)
 
 
 # The bug stepper and the server console, clicked as a student clicks them.
@@ -250,5 +298,4 @@ def test_jupyterlab_bug_stepper_and_server_console(page, jupyter, artifacts):
     stepper.locator(".chatlib-stepper-reset").click()
     expect(servidor).to_contain_text("not started")
     expect(next_button).to_contain_text("step 1:")
-    state = notebook_state(page)
-    assert not problems_in(state["outputs"]), "\n".join(problems_in(state["outputs"]))
+    assert_no_problems(page)
