@@ -129,8 +129,13 @@ class ServerConsole:
     def _look(self) -> bool:
         """Read the server once, note what changed, render; False once it stopped."""
         running = self.server.running
-        members = _members_of(self.server) if running else []
-        stats = self.server.stats() if running else {}
+        members: list[str] = []
+        stats: dict[str, int] = {}
+        if running:
+            try:
+                members, stats = _members_of(self.server), self.server.stats()
+            except (RuntimeError, TimeoutError):  # it stopped as we looked
+                running = False
         with self._changed:
             for nick in members:
                 if nick not in self.members:

@@ -69,8 +69,11 @@ def chromium_path() -> str:
     return path
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def browser(chromium_path):
+    # Module scope, not session: while sync_playwright() is open, the main
+    # thread counts as running an event loop, and asyncio.run() in any other
+    # test would fail.
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
