@@ -51,6 +51,7 @@ import os
 import platform
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -137,7 +138,12 @@ def serve(engine: str) -> None:
         async def run() -> None:
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
-            loop.add_reader(sys.stdin.fileno(), stop.set)  # readable = EOF from the parent
+
+            def wait_for_end_of_stdin() -> None:  # a thread: works on every OS
+                sys.stdin.read()
+                loop.call_soon_threadsafe(stop.set)
+
+            threading.Thread(target=wait_for_end_of_stdin, daemon=True).start()
             await baseline_relay(HOST, 0, stop)
 
         asyncio.run(run())
