@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import queue
 import re
+import shlex
 import shutil
 import socket
 import subprocess
@@ -282,11 +283,16 @@ class Tmux:
         self.run("kill-server")
 
 
+def chat_in_shell(port: int) -> str:
+    """A shell command: the chat as tina, then its exit code, kept on screen."""
+    python = shlex.quote(sys.executable)
+    return f"{python} -m chatlib chat --nick tina --port {port}; echo EXIT=$?; sleep 60"
+
+
 @pytest.mark.skipif(shutil.which("tmux") is None, reason="needs tmux")
 def test_incoming_lines_never_garble_the_line_being_typed(server, ana):
     port = server.address[1]
-    command = f"{sys.executable} -m chatlib chat --nick tina --port {port}; echo EXIT=$?; sleep 60"
-    tmux = Tmux(command, "typing")
+    tmux = Tmux(chat_in_shell(port), "typing")
     try:
         tmux.wait_for(lambda screen: "tina>" in screen)  # the prompt is up: keys go to it
         tmux.run("send-keys", "-l", "half of my li")
@@ -325,7 +331,7 @@ def test_incoming_lines_never_garble_the_line_being_typed(server, ana):
 def test_interactive_client_ends_cleanly_when_the_server_stops(server):
     port = server.address[1]
     tmux = Tmux(
-        f"{sys.executable} -m chatlib chat --nick tina --port {port}; echo EXIT=$?; sleep 60",
+        chat_in_shell(port),
         "shutdown",
     )
     try:
@@ -344,7 +350,7 @@ def test_interactive_client_ends_cleanly_when_the_server_stops(server):
 def test_ctrl_c_at_the_prompt_leaves_cleanly(server, ana):
     port = server.address[1]
     tmux = Tmux(
-        f"{sys.executable} -m chatlib chat --nick tina --port {port}; echo EXIT=$?; sleep 60",
+        chat_in_shell(port),
         "ctrl-c",
     )
     try:
