@@ -210,6 +210,8 @@ def format_event(event: Event) -> str | None:
     if kind == "users":
         return f"-- here: {clean(', '.join(map(str, event.get('users') or [])))}"
     if kind == "error":
+        if event.get("code") in ("server-shutdown", "too-slow"):
+            return None  # the connection ends: the last line says why, once
         return f"!! {clean(str(event.get('detail') or event.get('code')))}"
     return None  # welcome (shown once, at the start), disconnected, anything new
 

@@ -45,6 +45,7 @@ def test_format_event():
     assert format_event({"type": "error", "code": "too-long", "detail": "too long"}) == (
         "!! too long"
     )
+    assert format_event({"type": "error", "code": "server-shutdown", "detail": "bye"}) is None
     assert format_event({"type": "something-new"}) is None
     welcome = {"type": "welcome", "nick": "ana", "users": ["ana"], "history": [message]}
     lines = welcome_lines(welcome)
@@ -210,6 +211,9 @@ def test_the_server_shutting_down_is_one_line_and_a_failure(server):
     errors = chat.process.stderr.read()
     assert code == 1
     assert errors == "chatlib chat: the server shut down\n"
+    while (line := chat.lines.get(timeout=WAIT)) is not None:  # the rest of stdout
+        chat.seen.append(line)
+    assert not any("shutting down" in line for line in chat.seen)  # said once, not twice
 
 
 def run_chat(*args: str) -> subprocess.CompletedProcess:
