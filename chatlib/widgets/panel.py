@@ -150,11 +150,13 @@ class ChatPanel:
         self,
         nick: str,
         host: str = "127.0.0.1",
-        port: int = 0,
+        port: int | None = None,
         *,
         connect: bool = True,
         timeout: float = 10.0,
     ):
+        if port is None:
+            raise TypeError("ChatPanel needs the server's port: ChatPanel('ana', port=PORT)")
         self.nick = nick
         self.host = host
         self.port = port

@@ -206,6 +206,13 @@ def test_jupyterlab_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, 
     expect(box_of(page, SENDER)).to_have_value("")
     assert newest_line_in_view(page, RECEIVER)["in_view"]
 
+    # The Send button does what Enter does.
+    box_of(page, SENDER).click()
+    box_of(page, SENDER).press_sequentially("sent with the button")
+    panel(page, SENDER).locator(".chatlib-send").click()
+    expect(log_of(page, RECEIVER)).to_contain_text("sent with the button")
+    expect(box_of(page, SENDER)).to_have_value("")
+
     # An empty line is not sent: Enter on the empty box, then a line; only the line arrives.
     lines_before = log_of(page, RECEIVER).locator(".chatlib-text").count()
     box_of(page, SENDER).press("Enter")
