@@ -278,6 +278,18 @@ def test_show_room_again_replaces_the_room_before():
     assert not second.server.running and not other.server.running
 
 
+def test_a_room_with_its_server_console():
+    room = show_room(["ana", "beto"], engine="asyncio", console=True, display=False)
+    try:
+        room.console.wait_for("beto joined")
+        assert room.console.members == ["ana", "beto"]
+        assert room.console.widget in room.widget.children
+    finally:
+        room.stop()
+        room_module._shown.clear()
+    assert room.console.widget.comm is None and not room.server.running
+
+
 def test_a_room_needs_a_nick():
     with pytest.raises(ValueError, match="at least one nick"):
         show_room([], display=False)
