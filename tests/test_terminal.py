@@ -303,8 +303,16 @@ def test_incoming_lines_never_garble_the_line_being_typed(server, ana):
         tmux.wait_for(lambda screen: "tina> half of my li" in screen)
         for n in range(1, 4):
             ana.say(f"incoming {n}")
-        screen = tmux.wait_for(lambda screen: any(line.endswith("incoming 3") for line in screen))
-        lines = [line for line in screen if line.strip()]
+
+        def settled(screen: list[str]) -> bool:
+            # The last line is in, and the prompt is drawn again below it (in
+            # between, for a moment, prompt_toolkit has erased it to print).
+            lines = [line for line in screen if line.strip()]
+            return any(line.endswith("incoming 3") for line in lines) and lines[-1].startswith(
+                "tina>"
+            )
+
+        lines = [line for line in tmux.wait_for(settled) if line.strip()]
         # The lines arrived above the prompt, in order; the typing is intact below.
         incoming = [line for line in lines if LINE.match(line)]
         assert [LINE.match(line).group("text") for line in incoming] == [
