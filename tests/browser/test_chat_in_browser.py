@@ -186,6 +186,8 @@ def test_jupyterlab_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, 
     open_and_run_until_the_room(page, server, name)
     wait_until_connected(page, [SENDER, RECEIVER])
 
+    cells = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length")
+
     # A conversation longer than the panel still shows its newest line.  (The
     # notebook may have made one already; if not, type until it overflows.)
     for n in range(1, 41):
@@ -238,6 +240,10 @@ def test_jupyterlab_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, 
     expect(log_of(page, RECEIVER).locator(".chatlib-text").last).to_have_text(markup)
     assert log_of(page, RECEIVER).locator(".chatlib-text b, .chatlib-text img").count() == 0
     assert page.dialogs == []
+
+    # Typing in a panel is not taken for the notebook's shortcuts (a, b, d d...).
+    typed = page.evaluate("() => window.jupyterapp.shell.currentWidget.content.widgets.length")
+    assert typed == cells, "typing in a panel added or removed notebook cells"
 
     # The room as a student sees it; and still nothing on stderr.
     page.locator(".chatlib-room").scroll_into_view_if_needed()
