@@ -19,8 +19,9 @@ The load runs in this process: N members on asyncio ``Protocol`` objects
 (cheaper than streams), of which up to ``SENDERS`` take turns to speak.  Each
 line's text is the time it was sent, so a member that receives it knows how
 long delivery took.  Parsing every delivery would make this process the
-bottleneck, so members only count frames, and an evenly spread sample (the
-first and last to join among them) parses them for latency.
+bottleneck, so members only count frames, and an evenly spread sample of
+about ``LATENCY_SAMPLE`` (the first and last to join among them) also reads
+the time in the text.
 
 Each run, per server and room size:
 
@@ -35,9 +36,14 @@ Each run, per server and room size:
    is in flight until every member has it), count deliveries per second, and
    record the latency under that load.  The window bounds what any member's
    queue holds, so no server drops anyone for being slow;
-4. CPU time of the server and of this process during phase 3, as a share of
-   one core: a server near 100% is the bottleneck, as it should be; if this
-   process is near 100% instead, the figures measure the load, not the server.
+4. CPU time of the server, of this process and of the rest of the machine
+   during phase 3, as shares of one core: a server near 100% is the
+   bottleneck, as it should be; if this process is near 100% too, the load
+   limits the figure as well; other programs' CPU means a disturbed run.  The
+   server's CPU time per delivery is the figure other programs disturb least.
+
+Every room size and server is run ``--repeat`` times and the run with the most
+deliveries per second is kept, which filters out some of that disturbance.
 
 Figures, machine and command are recorded in docs/benchmarks/fanout.md.
 """
