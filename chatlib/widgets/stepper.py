@@ -407,5 +407,6 @@ _TERMINAL_STYLE = """<style>
 .chatlib-term-err { color: #ffb0b0; }
 .chatlib-term-crash { color: #ff5555; font-size: 1.1em; }
 .chatlib-term-dim { color: #888; }
-.chatlib-console .widget-html-content { line-height: normal; }
+.chatlib-stepper .widget-html-content { line-height: 1.4; }
+.chatlib-stepper-said { margin: 0.2em 0 0.4em 0; max-width: 60em; }
 </style>"""
