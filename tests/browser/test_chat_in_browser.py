@@ -13,6 +13,7 @@ warning.  ``test-artifacts/chat-panels.png`` is what the room looked like.
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -165,6 +166,18 @@ def newest_line_in_view(page, nick: str) -> dict:
 @pytest.fixture
 def page(browser):
     context = browser.new_context(viewport={"width": 1400, "height": 1000})
+    # The course only talks to 127.0.0.0/8; so does its browser test.
+    elsewhere: list[str] = []
+
+    def loopback_only(route) -> None:
+        host = urlsplit(route.request.url).hostname or ""
+        if host == "localhost" or host.startswith("127."):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    context.route("**/*", loopback_only)
     page = context.new_page()
     page.set_default_timeout(STEP_TIMEOUT)
     dialogs: list[str] = []  # an alert() would mean a line's markup ran
@@ -177,6 +190,7 @@ def page(browser):
     page.dialogs = dialogs
     yield page
     context.close()
+    assert elsewhere == [], f"the page tried to reach beyond the loopback: {elsewhere}"
 
 
 def test_jupyterlab_a_line_typed_in_one_panel_arrives_in_another(page, jupyter, artifacts):
