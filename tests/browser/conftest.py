@@ -59,10 +59,13 @@ def find_chromium() -> str | None:
 def chromium_path() -> str:
     path = find_chromium()
     if path is None:
-        reason = (
-            "no Chromium found (looked for $CHROMIUM, chromium, chromium-browser); "
-            "install Debian's package: apt-get install chromium"
-        )
+        if os.environ.get("CHROMIUM"):
+            reason = f"$CHROMIUM is {os.environ['CHROMIUM']!r}, which does not exist"
+        else:
+            reason = (
+                "no Chromium found (looked for chromium and chromium-browser on PATH); "
+                "install Debian's package: apt-get install chromium"
+            )
         if os.environ.get("CI"):
             pytest.fail(f"CI needs the browser test: {reason}")
         pytest.skip(reason)
