@@ -140,6 +140,8 @@ async def _finish_loop() -> None:
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    for _ in range(3):  # a closed transport closes its socket on a later turn of the loop
+        await asyncio.sleep(0)
     loop = asyncio.get_running_loop()
     await loop.shutdown_asyncgens()
     await loop.shutdown_default_executor()
@@ -248,7 +250,11 @@ def run_forever(
                 file=out,
                 flush=True,
             )
-            stop_requested.wait()
+            # Short naps, not one long wait: the OS may hand the signal to any
+            # of the server's threads, and Python runs our handler only when the
+            # main thread next runs Python code.
+            while not stop_requested.wait(0.25):
+                pass
         finally:
             server.stop()
         name = signal.Signals(signals_seen[0]).name

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 DEFAULT_GRACE = 5.0  # seconds a closing connection has to take its last bytes and hang up
 _HANG_GUARD = 30.0  # the longest aclose() waits for the connections; only a bug waits that long
+_TURNS_TO_HANDLE = 5  # turns of the loop from an accepted socket to our handler, with margin
 
 
 class _Connection:
@@ -66,6 +67,7 @@ class AsyncioServer:
         self.address: tuple[str, int] = ("", 0)
         self._server: asyncio.Server | None = None
         self._connections: dict[Member, _Connection] = {}
+        self._goodbyes: set[asyncio.Task[None]] = set()  # connections met while stopping
         self._stopping = False
 
     @classmethod
@@ -86,6 +88,15 @@ class AsyncioServer:
     # One connection -------------------------------------------------------------------
 
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self._stopping:
+            task = asyncio.current_task()
+            assert task is not None
+            self._goodbyes.add(task)
+            try:
+                await self._say_goodbye(writer)
+            finally:
+                self._goodbyes.discard(task)
+            return
         conn = _Connection(self.room.connect(), reader, writer)
         self._connections[conn.member] = conn
         conn.task = asyncio.current_task()
@@ -101,6 +112,22 @@ class AsyncioServer:
                 await self._finish(conn)
             finally:
                 conn.writer.transport.abort()  # a no-op once closed; frees the socket if not
+
+    async def _say_goodbye(self, writer: asyncio.StreamWriter) -> None:
+        # Accepted just as the server stops: the room answers it server-shutdown,
+        # which we send here, as aclose() is no longer waiting for new connections.
+        member = self.room.connect()
+        farewell = self.room.take(member)
+        self.room.closed(member)
+        try:
+            for payload in farewell.payloads:
+                writer.write(encode_frame(payload))
+            writer.close()  # sends what is buffered, then closes
+            await asyncio.wait_for(writer.wait_closed(), self.grace)
+        except (OSError, TimeoutError):
+            pass
+        finally:
+            writer.transport.abort()  # a no-op once closed
 
     async def _read_loop(self, conn: _Connection) -> None:
         member = conn.member
@@ -186,8 +213,17 @@ class AsyncioServer:
         if self._stopping or self._server is None:
             return
         self._stopping = True
-        self._server.close()  # no new connections; the port is free from here on
         self._wake(self.room.shutdown())
+        # Stop accepting, then give a connection accepted a moment ago the few
+        # turns of the loop it needs to reach _handle (transport, protocol, our
+        # task), where it hears server-shutdown too.  Closing the Server before
+        # that would make Python 3.11 drop it silently, its socket left open.
+        loop = asyncio.get_running_loop()
+        for listener in self._server.sockets:
+            loop.remove_reader(listener.fileno())
+        for _ in range(_TURNS_TO_HANDLE):
+            await asyncio.sleep(0)
+        self._server.close()  # the port is free from here on
         # Give every writer up to `grace` seconds to send what is queued and the
         # error (each connection's deadline cuts off a member that is not reading);
         # then close, without waiting for each member to hang up first.
@@ -196,9 +232,9 @@ class AsyncioServer:
             await asyncio.wait(writers, timeout=self.grace)
         for conn in list(self._connections.values()):
             _close(conn.writer)
-        readers = [c.task for c in self._connections.values() if c.task]
-        if readers:
-            await asyncio.wait(readers, timeout=_HANG_GUARD)
+        handlers = [c.task for c in self._connections.values() if c.task] + list(self._goodbyes)
+        if handlers:
+            await asyncio.wait(handlers, timeout=_HANG_GUARD)
         await self._server.wait_closed()
 
     def stats(self) -> dict[str, int]:

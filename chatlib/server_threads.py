@@ -119,23 +119,28 @@ class ThreadedServer:
             selector.register(self._wake_r, selectors.EVENT_READ)
             while True:
                 for key, _ in selector.select():
-                    if key.fileobj is self._wake_r:
+                    if key.fileobj is self._wake_r:  # stop() was called
+                        while self._accept_one():
+                            pass  # those already waiting hear server-shutdown too
                         return
-                    try:
-                        sock, _address = self._listener.accept()
-                    except BlockingIOError:
-                        continue
-                    except OSError as error:  # e.g. out of file descriptors
-                        log.warning("accept failed: %s", error)
-                        time.sleep(0.1)  # do not spin while the condition lasts
-                        continue
-                    sock.setblocking(True)
-                    handler = threading.Thread(
-                        target=self._serve_connection, args=(sock,), daemon=True
-                    )
-                    with self._lock:
-                        self._handlers.add(handler)
-                    handler.start()
+                    self._accept_one()
+
+    def _accept_one(self) -> bool:
+        """Accept one waiting connection and start its thread; False if none was waiting."""
+        try:
+            sock, _address = self._listener.accept()
+        except BlockingIOError:
+            return False
+        except OSError as error:  # e.g. out of file descriptors
+            log.warning("accept failed: %s", error)
+            time.sleep(0.1)  # do not spin while the condition lasts
+            return False
+        sock.setblocking(True)
+        handler = threading.Thread(target=self._serve_connection, args=(sock,), daemon=True)
+        with self._lock:
+            self._handlers.add(handler)
+        handler.start()
+        return True
 
     def _serve_connection(self, sock: socket.socket) -> None:
         """The reader thread: TLS handshake, join the room, read until the end."""
@@ -144,16 +149,19 @@ class ThreadedServer:
                 sock = self._handshake(sock)
                 if sock is None:
                     return
+            farewell = None
             with self._lock:
+                member = self.room.connect()
                 if self._stopping:
-                    sock.close()
-                    return
-                conn = _Connection(sock, self.room.connect(), self._lock)
-                self._connections[conn.member] = conn
-                conn.reader = threading.current_thread()
-                conn.writer = threading.Thread(target=self._write_loop, args=(conn,), daemon=True)
-                conn.writer.start()
-                self._wake([conn.member])  # not empty if the room is shutting down
+                    # Accepted just as the server stops: the room answers it
+                    # server-shutdown, which we send below, as no writer will start.
+                    farewell = self.room.take(member)
+                    self.room.closed(member)
+                else:
+                    conn = self._register(sock, member)
+            if farewell is not None:
+                self._say_goodbye(sock, farewell.payloads)
+                return
             try:
                 self._read_loop(conn)
             finally:
@@ -161,6 +169,26 @@ class ThreadedServer:
         finally:
             with self._lock:
                 self._handlers.discard(threading.current_thread())
+
+    def _register(self, sock: socket.socket, member: Member) -> _Connection:
+        """Give the new member its writer thread.  Called with the lock held."""
+        conn = _Connection(sock, member, self._lock)
+        self._connections[member] = conn
+        conn.reader = threading.current_thread()
+        conn.writer = threading.Thread(target=self._write_loop, args=(conn,), daemon=True)
+        conn.writer.start()
+        return conn
+
+    @staticmethod
+    def _say_goodbye(sock: socket.socket, payloads: list[bytes]) -> None:
+        try:
+            for payload in payloads:  # a small frame into an empty buffer: no wait
+                send_frame(sock, payload)
+            _shutdown(sock, socket.SHUT_WR)
+        except OSError:
+            pass
+        finally:
+            sock.close()
 
     def _handshake(self, sock: socket.socket) -> socket.socket | None:
         assert self.ssl_context is not None
@@ -271,15 +299,16 @@ class ThreadedServer:
         with self._lock:
             if self._stopping:
                 return
+            # One step, so that a connection the room meets from now on is one
+            # the room answers server-shutdown (see _serve_connection).
             self._stopping = True
+            self._wake(self.room.shutdown())
+            connections = list(self._connections.values())
         self._wake_w.send(b"x")
         if self._acceptor.ident is not None:  # it was started
             self._acceptor.join(_HANG_GUARD)
         self._listener.close()  # the port is free from here on
-
         with self._lock:
-            self._wake(self.room.shutdown())
-            connections = list(self._connections.values())
             handshaking = list(self._handshaking)
         # Give every writer up to `grace` seconds to send what is queued and the
         # error; a member that is not reading does not get longer than that.
