@@ -122,7 +122,7 @@ class AsyncioServer:
         try:
             for payload in farewell.payloads:
                 writer.write(encode_frame(payload))
-            writer.close()  # sends what is buffered, then closes
+            _close(writer)  # sends what is buffered, then closes
             await asyncio.wait_for(writer.wait_closed(), self.grace)
         except (OSError, TimeoutError):
             pass

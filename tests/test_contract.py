@@ -358,6 +358,31 @@ def test_a_slow_member_is_dropped_while_the_others_keep_receiving(start, connect
     assert len(ids) < dropped_after + 1  # it was sent less than the others got
 
 
+def test_a_slow_member_that_never_reads_again_is_cut_off(start, connect):
+    server = start(queue_limit=5, grace=0.5)
+    ana, slow = connect(server.address), connect(server.address, rcvbuf=4096)
+    ana.join("ana")
+    slow.join("slow")
+    ana.recv_type("joined")
+    for _ in range(2000):
+        ana.send(type="say", text="y" * 4000)
+        if ana.recv()["type"] == "left":
+            break
+    else:
+        pytest.fail("the slow member was never dropped")
+    # Its writer is stuck in a full socket; the grace period ends that.
+    wait_until(lambda: server.stats()["connections"] == 1, "the slow connection to be cut")
+
+
+def test_a_member_that_leaves_but_never_hangs_up_is_cut_off(start, connect):
+    server = start(grace=0.5)
+    client = connect(server.address)
+    client.join("ana")
+    client.send(type="leave")
+    client.expect_end()  # the server has said all it will; we keep the socket open
+    wait_until(lambda: server.stats()["connections"] == 0, "the lingering connection to be cut")
+
+
 def test_200_members_at_once(server, connect):
     members = []
     for n in range(200):
