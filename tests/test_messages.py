@@ -123,3 +123,13 @@ def test_malformed_server_messages_are_refused(payload):
 def test_error_refuses_a_code_the_protocol_does_not_have():
     with pytest.raises(ValueError, match="not an error code"):
         messages.error("oops", "detail")
+
+
+def test_the_examples_in_the_docstrings_hold():
+    import doctest
+
+    from chatlib import room, serve
+
+    for module in (messages, room, serve):
+        failures, tried = doctest.testmod(module)
+        assert tried > 0 and failures == 0, module.__name__
