@@ -476,6 +476,21 @@ def test_stop_sends_server_shutdown_and_frees_the_port(engine):
         assert again.address[1] == port
 
 
+@pytest.mark.skipif(not os.path.isdir("/proc/self/fd"), reason="needs /proc (Linux)")
+def test_a_taken_port_raises_and_leaves_nothing_running(engine):
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        fds, threads = open_fds(), threading.active_count()
+        with pytest.raises(OSError):
+            start_server(engine, "127.0.0.1", taken.getsockname()[1])
+        assert threading.active_count() == threads
+        assert open_fds() == fds
+
+
+def test_an_unknown_engine_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown engine 'twisted'"):
+        start_server("twisted")
+
+
 def test_an_authenticator_guards_the_join(start, connect):
     class Passwords:
         def check(self, nick, password):
