@@ -20,7 +20,8 @@ and ``chatlib.server_asyncio``, are such shells, so they share every rule::
 
 Every event method returns the members it *touched*: those with something new
 to send, or that must now be closed.  The engine wakes their writers, and each
-writer calls ``take()`` and, once the payloads are out, ``sent()``.
+writer calls ``take()``, sends the frames (``Outgoing.writes`` joins them into
+as few system calls as it can) and, once they are out, calls ``sent()``.
 
 The rules (PROTOCOL.md section 2), each kept in one place below:
 
@@ -53,18 +54,19 @@ from __future__ import annotations
 import time
 import unicodedata
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 from chatlib import messages
-from chatlib.framing import DEFAULT_MAX_FRAME
+from chatlib.framing import DEFAULT_MAX_FRAME, HEADER, HEADER_SIZE
 from chatlib.messages import Join, Leave, MessageError, Say, Who
 
 DEFAULT_MAX_TEXT = 4000
 DEFAULT_QUEUE_LIMIT = 1024
 DEFAULT_HISTORY = 20
 MAX_NICK = 32
+WRITE_SIZE = 64 * 1024  # bytes an engine hands the OS in one call (Outgoing.writes)
 
 # Room for the digits of a message id that is not known yet when the size of
 # its payload is checked (see _say).
@@ -134,6 +136,29 @@ class Outgoing:
 
     def __bool__(self) -> bool:
         return bool(self.payloads) or self.close
+
+    def writes(self, size: int = WRITE_SIZE) -> Iterator[tuple[bytes, int]]:
+        """The payloads as frames, joined into pieces of about ``size`` bytes.
+
+        Yields ``(data, count)``: the bytes for one ``write`` or ``sendall``, and
+        how many payloads they carry (for ``Room.sent``).  A writer that wakes to
+        find many small payloads waiting makes one system call for them, not one
+        each; and it never holds a copy of more than ``size`` bytes plus one
+        frame, however much the member's queue holds.
+
+            >>> list(Outgoing([b"hi", b"", b"ho"], close=False).writes())
+            [(b'\\x00\\x00\\x00\\x02hi\\x00\\x00\\x00\\x00\\x00\\x00\\x00\\x02ho', 3)]
+        """
+        parts: list[bytes] = []
+        held = 0
+        for payload in self.payloads:
+            parts += (HEADER.pack(len(payload)), payload)
+            held += HEADER_SIZE + len(payload)
+            if held >= size:
+                yield b"".join(parts), len(parts) // 2
+                parts, held = [], 0
+        if parts:
+            yield b"".join(parts), len(parts) // 2
 
 
 class Room:

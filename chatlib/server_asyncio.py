@@ -26,7 +26,7 @@ import asyncio
 import logging
 import ssl
 
-from chatlib.framing import DEFAULT_MAX_FRAME, ProtocolError, encode_frame, read_frame
+from chatlib.framing import DEFAULT_MAX_FRAME, ProtocolError, read_frame
 from chatlib.room import Member, Room
 
 log = logging.getLogger(__name__)
@@ -120,8 +120,8 @@ class AsyncioServer:
         farewell = self.room.take(member)
         self.room.closed(member)
         try:
-            for payload in farewell.payloads:
-                writer.write(encode_frame(payload))
+            for data, _count in farewell.writes():
+                writer.write(data)
             _close(writer)  # sends what is buffered, then closes
             await asyncio.wait_for(writer.wait_closed(), self.grace)
         except (OSError, TimeoutError):
@@ -164,10 +164,11 @@ class AsyncioServer:
                     conn.wakeup.clear()
                     await conn.wakeup.wait()
                     continue
-                for payload in batch.payloads:
-                    writer.write(encode_frame(payload))
-                await writer.drain()  # waits while the peer is not reading
-                self.room.sent(member, len(batch.payloads))
+                # Everything waiting goes in one write (or a few, for a big batch).
+                for data, count in batch.writes():
+                    writer.write(data)
+                    await writer.drain()  # waits while the peer is not reading
+                    self.room.sent(member, count)
                 if batch.close:
                     if writer.can_write_eof():
                         writer.write_eof()  # the peer reads end of stream

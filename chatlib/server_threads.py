@@ -34,8 +34,8 @@ import ssl
 import threading
 import time
 
-from chatlib.framing import DEFAULT_MAX_FRAME, FrameReader, ProtocolError, send_frame
-from chatlib.room import Member, Room
+from chatlib.framing import DEFAULT_MAX_FRAME, FrameReader, ProtocolError
+from chatlib.room import Member, Outgoing, Room
 
 log = logging.getLogger(__name__)
 
@@ -165,7 +165,7 @@ class ThreadedServer:
                 else:
                     conn = self._register(sock, member)
             if farewell is not None:
-                self._say_goodbye(sock, farewell.payloads)
+                self._say_goodbye(sock, farewell)
                 return
             try:
                 self._read_loop(conn)
@@ -185,10 +185,10 @@ class ThreadedServer:
         return conn
 
     @staticmethod
-    def _say_goodbye(sock: socket.socket, payloads: list[bytes]) -> None:
+    def _say_goodbye(sock: socket.socket, farewell: Outgoing) -> None:
         try:
-            for payload in payloads:  # a small frame into an empty buffer: no wait
-                send_frame(sock, payload)
+            for data, _count in farewell.writes():  # a small frame into an empty buffer: no wait
+                sock.sendall(data)
             _shutdown(sock, socket.SHUT_WR)
         except OSError:
             pass
@@ -254,10 +254,11 @@ class ThreadedServer:
                 with self._lock:
                     while not (batch := self.room.take(member)):
                         conn.wakeup.wait()
-                for payload in batch.payloads:
-                    send_frame(conn.sock, payload)  # blocks while the peer is not reading
-                with self._lock:
-                    self.room.sent(member, len(batch.payloads))
+                # Everything waiting goes in one sendall (or a few, for a big batch).
+                for data, count in batch.writes():
+                    conn.sock.sendall(data)  # blocks while the peer is not reading
+                    with self._lock:
+                        self.room.sent(member, count)
                 if batch.close:
                     _shutdown(conn.sock, socket.SHUT_WR)  # the peer reads end of stream
                     return

@@ -7,11 +7,15 @@ decide how fast and how safely it arrives.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import socket
 
 import pytest
 from rawclient import RawClient
 
+from chatlib.framing import FrameDecoder
+from chatlib.room import WRITE_SIZE, Outgoing
 from chatlib.serve import start_server
 
 ENGINES = ["threads", "asyncio"]
@@ -61,3 +65,77 @@ def test_every_accepted_socket_sends_small_frames_at_once(engine):
         finally:
             for client in clients:
                 client.close()
+
+
+# One system call for everything a writer finds waiting -------------------------------------
+
+
+def say_at_once(handle, nick: str, texts: list[str]) -> None:
+    """Hand the room several says from ``nick`` in one go, as if they had arrived together.
+
+    The room queues them all before any writer can run (the threads engine's
+    lock is held, or the event loop is busy with this call), so every writer
+    wakes to find all of them waiting.
+    """
+
+    def feed(server):
+        member = next(m for m in server._connections if m.nick == nick)
+        for text in texts:
+            payload = json.dumps({"type": "say", "text": text}).encode()
+            server._wake(server.room.receive(member, payload))
+
+    on_server(handle, feed)
+
+
+def count_writes(monkeypatch, handle, nick: str) -> list[int]:
+    """Record the size of every write the engine makes to ``nick``'s socket, from now on."""
+
+    def target(server):
+        conn = next(c for m, c in server._connections.items() if m.nick == nick)
+        return conn.writer if handle.engine == "asyncio" else conn.sock
+
+    watched = on_server(handle, target)
+    sizes: list[int] = []
+    cls = asyncio.StreamWriter if handle.engine == "asyncio" else socket.socket
+    name = "write" if handle.engine == "asyncio" else "sendall"
+    original = getattr(cls, name)
+
+    def spy(self, data, *args):
+        if self is watched:
+            sizes.append(len(data))
+        return original(self, data, *args)
+
+    monkeypatch.setattr(cls, name, spy)
+    return sizes
+
+
+def test_a_writer_sends_what_is_waiting_in_one_call(engine, monkeypatch):
+    with start_server(engine) as server:
+        ana, ben = RawClient(server.address), RawClient(server.address)
+        try:
+            ana.join("ana")
+            ben.join("ben")
+            ana.recv_type("joined")
+            writes = count_writes(monkeypatch, server, "ben")
+            texts = [f"línea {n}" for n in range(10)]
+            say_at_once(server, "ana", texts)
+            assert [ben.recv_type("message")["text"] for _ in texts] == texts
+            assert [ana.recv_type("message")["text"] for _ in texts] == texts
+            assert len(writes) == 1  # ten frames, one system call
+            assert ben.who() == ["ana", "ben"]  # and the next answer goes out too
+            assert len(writes) == 2
+        finally:
+            ana.close()
+            ben.close()
+
+
+def test_a_big_batch_is_written_in_pieces_of_bounded_size():
+    payloads = [b"x" * 4000 for _ in range(100)] + [b""] + [b"y" * 70_000]
+    writes = list(Outgoing(payloads, close=False).writes(size=WRITE_SIZE))
+    assert sum(count for _, count in writes) == len(payloads)
+    assert all(len(data) < WRITE_SIZE + 4 + 70_000 for data, _ in writes)
+    # A piece ends once it reaches 64 KiB: 17 frames of 4,004 bytes; the last
+    # holds the 15 lines left, the empty frame and the big one.
+    assert [count for _, count in writes] == [17] * 6
+    decoder = FrameDecoder(max_frame=100_000)
+    assert [p for data, _ in writes for p in decoder.feed(data)] == payloads
