@@ -162,6 +162,9 @@ class BugStepper:
     # What it shows ---------------------------------------------------------------
 
     def console(self, name: str) -> Console | None:
+        """The running (or ended) script called ``name``; None before it starts."""
+        if name not in (SERVER, CLIENT):
+            raise KeyError(f"the consoles are {SERVER!r} and {CLIENT!r}, not {name!r}")
         return self.server if name == SERVER else self.client
 
     def screen(self, name: str) -> str:
@@ -197,6 +200,8 @@ class BugStepper:
         with self._stepping:
             if self._closed or self.finished:
                 return self.state
+            with self._rendering:
+                self._next.disabled = True  # a second click waits for this step
             self.problem = ""
             action, done = self._actions()[self.steps_done]
             self._step_started = time.monotonic()
