@@ -4,8 +4,12 @@
     accounts.add("ana", "correct horse battery")
     start_server(authenticator=accounts)           # or: chatlib serve --db chat.db --accounts
 
-The room (``chatlib.room``) calls ``accounts.check(nick, password)`` for every
-``join``; a ``False`` costs the client ``error auth-failed``.
+The server calls ``accounts.check(nick, password)`` for every ``join`` with a
+password; a ``False`` costs the client ``error auth-failed``.  It calls it
+outside the room (``chatlib.room.PasswordCheck``), so a hash makes only the
+member joining wait, and from several threads at once: everything here is
+thread-safe, and at most ``MAX_HASHING`` hashes run at a time (each needs
+16 MiB, see below), however many members join at once.
 
 How a password is kept
 ----------------------
@@ -22,9 +26,9 @@ that account's salt, compare, repeat.  scrypt makes every guess expensive:
   (parallelism).  One hash takes about 0.05 to 0.1 s on a laptop.  These are
   the parameters the scrypt paper gives for interactive logins, and Django's
   defaults.  OWASP's current advice is more (``n = 2**17``, 128 MiB, about a
-  second); we stay lower on purpose because the room checks the password while
-  it holds its lock (threads) or its event loop (asyncio), so every join pauses
-  the room for one hash.  Each row stores its own ``n, r, p``: raise
+  second); we stay lower on purpose: every member waits one hash to join, and
+  every join, right or wrong, costs the server one hash of CPU and memory, so
+  a flood of joins is a flood of hashes.  Each row stores its own ``n, r, p``: raise
   ``DEFAULT_PARAMS`` and new passwords get the new cost, old ones still verify.
 - **salt: 16 random bytes** (``secrets.token_bytes``): two accounts with the
   same password get different hashes, and no table of precomputed hashes
@@ -49,9 +53,14 @@ answers ``False`` at once, *without hashing*, even for the right password; a
 success opens it again, and ``forget_after`` (15 minutes) without failures
 forgets them.
 
-Why refuse instead of sleeping?  ``check`` runs inside the room: a ``sleep``
-there would freeze every member, not only the guesser.  Refusing at once
-costs the room nothing, and spares it the hash too.  The record of failures
+Why refuse instead of sleeping?  A ``sleep`` would hold a thread of the
+server (in the asyncio engine, one of the few that every join shares) and
+would not slow a guesser who opens more connections.  Refusing at once costs
+nothing, and spares the server the hash too.  A guesser may also send many
+joins at once, so each try is counted as a failure *before* its hash begins
+(``FailureThrottle.attempt``) and forgiven if the password is right: however
+the checks interleave, at most ``free_failures`` hashes for one nick begin
+before it is shut.  The record of failures
 is bounded: at most ``max_tracked`` nicks (10,000, a few hundred bytes each),
 the least recently failed forgotten first.  The room does not tell the
 authenticator who is connecting, so the limit is per nick, not per address:
@@ -101,6 +110,7 @@ class ScryptParams:
 
 DEFAULT_PARAMS = ScryptParams()
 MAX_PASSWORD = 1024  # characters; a longer "password" is a mistake, or an attack on the CPU
+MAX_HASHING = 4  # password checks hashing at once, per Accounts: at most 64 MiB of scrypt memory
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS accounts (
@@ -178,19 +188,36 @@ class FailureThrottle:
             record = self._current(key)
             return 0.0 if record is None else max(0.0, record.shut_until - self.clock())
 
+    def attempt(self, key: str) -> bool:
+        """May ``key`` try a password now?  If so, the try counts as failed until ``succeeded``.
+
+        Checking and counting in one step, under one lock, is what keeps
+        several checks of one nick at once from all slipping through before
+        the first of them fails.
+        """
+        with self._lock:
+            record = self._current(key)
+            if record is not None and record.shut_until > self.clock():
+                return False
+            self._count_failure(key, record)
+            return True
+
     def failed(self, key: str) -> None:
         with self._lock:
-            now = self.clock()
-            record = self._current(key) or _Failures()
-            record.count += 1
-            record.last = now
-            beyond = record.count - self.free_failures
-            if beyond >= 0:
-                record.shut_until = now + min(self.first_delay * 2**beyond, self.max_delay)
-            self._failures[key] = record
-            self._failures.move_to_end(key)
-            while len(self._failures) > self.max_tracked:
-                self._failures.popitem(last=False)  # forget the least recently failed
+            self._count_failure(key, self._current(key))
+
+    def _count_failure(self, key: str, record: _Failures | None) -> None:
+        now = self.clock()
+        record = record or _Failures()
+        record.count += 1
+        record.last = now
+        beyond = record.count - self.free_failures
+        if beyond >= 0:
+            record.shut_until = now + min(self.first_delay * 2**beyond, self.max_delay)
+        self._failures[key] = record
+        self._failures.move_to_end(key)
+        while len(self._failures) > self.max_tracked:
+            self._failures.popitem(last=False)  # forget the least recently failed
 
     def succeeded(self, key: str) -> None:
         with self._lock:
@@ -222,6 +249,7 @@ class Accounts:
         self.throttle = throttle if throttle is not None else FailureThrottle()
         self.hashes_computed = 0  # how often check() paid for a hash (the lock-out skips it)
         self._lock = threading.Lock()
+        self._hashing = threading.BoundedSemaphore(MAX_HASHING)  # 16 MiB each
         try:
             self._db = connect(self.path, "accounts database")
         except StoreError as error:
@@ -301,24 +329,24 @@ class Accounts:
             row = self._db.execute(
                 "SELECT salt, hash, n, r, p FROM accounts WHERE nick_key = ?", (nick_key(nick),)
             ).fetchone()
-        self.hashes_computed += 1
-        if row is None or len(password) > MAX_PASSWORD:
-            scrypt_hash(password[:MAX_PASSWORD], self._dummy_salt, self.params)  # same time
-            return False
-        salt, stored, n, r, p = row
-        params = ScryptParams(n=n, r=r, p=p, salt_size=len(salt), dklen=len(stored))
-        return hmac.compare_digest(scrypt_hash(password, salt, params), stored)
+            self.hashes_computed += 1
+        with self._hashing:  # waits while MAX_HASHING other checks hash
+            if row is None or len(password) > MAX_PASSWORD:
+                scrypt_hash(password[:MAX_PASSWORD], self._dummy_salt, self.params)  # same time
+                return False
+            salt, stored, n, r, p = row
+            params = ScryptParams(n=n, r=r, p=p, salt_size=len(salt), dklen=len(stored))
+            return hmac.compare_digest(scrypt_hash(password, salt, params), stored)
 
     def check(self, nick: str, password: str) -> bool:
         """The room's question: may this join go ahead?  Slows repeated failures down."""
         key = nick_key(nick)
-        if self.throttle.wait(key) > 0:
+        if not self.throttle.attempt(key):
             return False  # shut for now: refused at once, without hashing
         if self.verify(nick, password):
-            self.throttle.succeeded(key)
+            self.throttle.succeeded(key)  # forgives this try, and the failures before it
             return True
-        self.throttle.failed(key)
-        return False
+        return False  # attempt() has counted it already
 
     def close(self) -> None:
         with self._lock:

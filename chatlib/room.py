@@ -42,11 +42,37 @@ History: with a ``store``, message ids come from ``store.append`` (called
 before anyone is sent the message) and ``welcome.history`` from
 ``store.recent``.  Without one, the room numbers messages 1, 2, 3, ... itself
 and keeps the last ``history_size`` messages in memory (default 20; 0 turns
-history off).  The history in a ``welcome`` is shortened, oldest first, until
+history off).  ``append`` runs inside the room's event (under the threads
+engine's lock, on the asyncio engine's loop) although it waits for the disk,
+because the id it returns is the message's place in the room's one order,
+and the message must be kept before anyone can see it.  Run outside, two
+lines could be numbered 7 and 8 and reach the members as 8 then 7, or reach
+them before they are on disk.  One ``fsync`` per line is a price a chat can
+pay.  The history in a ``welcome`` is shortened, oldest first, until
 the ``welcome`` fits in one frame of ``max_payload`` bytes.
 
+Passwords: with an ``authenticator``, a ``join`` is checked in two steps,
+because a password check is slow on purpose (scrypt, 0.05 to 0.1 s) and the
+room must never wait for it.  ``receive`` does the quick checks (a good nick,
+a password given) and leaves the member a ``PasswordCheck``; the engine runs
+it outside the room, where it makes only that member wait, and reports the
+answer with ``password_checked``, which refuses the join or lets it in (if the
+nick is still free: someone may have taken it meanwhile)::
+
+    >>> class OnePassword:
+    ...     def check(self, nick, password):
+    ...         return password == "s3cret"
+    >>> room = Room(authenticator=OnePassword())
+    >>> ana = room.connect()
+    >>> room.receive(ana, b'{"type": "join", "nick": "ana", "password": "s3cret"}')
+    []
+    >>> check = ana.password_check        # the engine runs this without the room
+    >>> [m.nick for m in room.password_checked(ana, check.run())]
+    ['ana']
+
 A ``Room`` is not thread-safe: the threads engine holds one lock around every
-call, and the asyncio engine calls it from its event loop only.
+call, and the asyncio engine calls it from its event loop only.  The one
+exception is ``PasswordCheck.run``, which touches nothing in the room.
 """
 
 from __future__ import annotations
@@ -55,7 +81,7 @@ import time
 import unicodedata
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from chatlib import messages
@@ -84,9 +110,26 @@ class Store(Protocol):
 
 
 class Authenticator(Protocol):
-    """Who may use which nick (lesson 07 checks hashed passwords)."""
+    """Who may use which nick (lesson 07 checks hashed passwords).
+
+    ``check`` is called outside the room, from any thread, several at once:
+    it must be thread-safe.
+    """
 
     def check(self, nick: str, password: str) -> bool: ...
+
+
+@dataclass(frozen=True)
+class PasswordCheck:
+    """A ``join`` waiting for its password to be checked, which the engine does outside the room."""
+
+    nick: str
+    password: str = field(repr=False)  # never in a log
+    authenticator: Authenticator = field(repr=False)
+
+    def run(self) -> bool:
+        """Ask the authenticator: slow (a hash), so never call it inside the room."""
+        return self.authenticator.check(self.nick, self.password)
 
 
 def nick_problem(nick: str) -> str | None:
@@ -115,6 +158,7 @@ class Member:
         self.closed = False  # its socket is gone; nothing more is sent
         self.outbox: deque[bytes] = deque()  # payloads waiting for the engine
         self.in_flight = 0  # payloads taken by the engine, not yet reported sent
+        self.password_check: PasswordCheck | None = None  # a join the engine must check
 
     @property
     def queued(self) -> int:
@@ -123,6 +167,8 @@ class Member:
 
     def __repr__(self) -> str:
         state = " closed" if self.closed else f" closing ({self.closing})" if self.closing else ""
+        if self.password_check is not None and not state:
+            state = " (checking a password)"
         nick = f" {self.nick!r}" if self.nick is not None else ""
         return f"<Member {self.number}{nick}{state}>"
 
@@ -212,6 +258,12 @@ class Room:
         """One whole payload arrived from ``member``."""
         if member.closing or member.closed:
             return self._done()  # it said goodbye or was dropped: the rest is ignored
+        if member.password_check is not None:
+            # Each member's payloads are handled in the order it sent them.
+            raise RuntimeError(
+                f"{member} sent another payload before its password check was reported: "
+                "call password_checked() first"
+            )
         try:
             request = messages.parse_client(payload)
         except MessageError as problem:
@@ -232,6 +284,19 @@ class Room:
             self._close(member, "leave")
         return self._done()
 
+    def password_checked(self, member: Member, ok: bool) -> list[Member]:
+        """The engine has run ``member.password_check``; ``ok`` is what it answered."""
+        check, member.password_check = member.password_check, None
+        if member.closing or member.closed:
+            return self._done()  # it left, or the server stopped, while the check ran
+        if check is None:
+            raise RuntimeError(f"{member} has no password check waiting")
+        if ok:
+            self._admit(member, check.nick)
+        else:
+            self._send_error(member, messages.AUTH_FAILED, "wrong nick or password")
+        return self._done()
+
     def end_of_stream(self, member: Member) -> list[Member]:
         """The member closed its side cleanly: the same as a ``leave``."""
         self._close(member, "end of stream")
@@ -248,6 +313,7 @@ class Room:
             member.closed = True
             member.outbox.clear()
             member.in_flight = 0
+            member.password_check = None
             self._connections.pop(member, None)
             self._leave_room(member)
             self._touched[member] = None
@@ -302,23 +368,28 @@ class Room:
         if problem:
             self._send_error(member, messages.BAD_NICK, problem)
             return
-        if self.authenticator is not None:
-            if request.password is None:
-                self._send_error(
-                    member, messages.AUTH_FAILED, "this server needs a 'password' in the 'join'"
-                )
-                return
-            if not self.authenticator.check(request.nick, request.password):
-                self._send_error(member, messages.AUTH_FAILED, "wrong nick or password")
-                return
-        key = nick_key(request.nick)
+        if self.authenticator is None:
+            self._admit(member, request.nick)
+        elif request.password is None:
+            self._send_error(
+                member, messages.AUTH_FAILED, "this server needs a 'password' in the 'join'"
+            )
+        else:
+            # The slow part: the engine runs it outside the room, then calls password_checked.
+            member.password_check = PasswordCheck(
+                request.nick, request.password, self.authenticator
+            )
+
+    def _admit(self, member: Member, nick: str) -> None:
+        """Let ``member`` in as ``nick``, unless another member has that nick."""
+        key = nick_key(nick)
         if key in self._members:
             taken = self._members[key].nick
             self._send_error(
                 member, messages.NICK_TAKEN, f"{taken!r} is already here; choose another nick"
             )
             return
-        member.nick = request.nick
+        member.nick = nick
         self._members[key] = member
         self._send(member, self._welcome(member.nick))
         announcement = messages.encode(messages.joined(member.nick))

@@ -12,7 +12,11 @@ The same room (``chatlib.room.Room``) and the same shape as
 
 Everything runs on one thread, the event loop's, so the room needs no lock:
 between two ``await``\\ s nothing else runs.  The price: a call into the room
-must never block (a slow password check or database would stop every member).
+must never block, or every member would wait.  So the one slow step, the
+password check of a ``join`` (a deliberately slow hash), runs in a worker
+thread (``asyncio.to_thread``), while the reader of that member alone awaits
+it.  The message store's ``append`` stays on the loop, as the room's
+docstring explains.
 
 Closing follows the threads engine: the writer sends what is queued (maybe an
 ``error`` last) and ends our sending side with ``write_eof()``; the reader reads
@@ -138,6 +142,11 @@ class AsyncioServer:
                     self._wake(self.room.end_of_stream(member))
                     break
                 self._wake(self.room.receive(member, payload))
+                if (check := member.password_check) is not None:
+                    # A join with a password: the hash runs in a worker thread, so
+                    # the loop, and every other member, goes on meanwhile.
+                    ok = await asyncio.to_thread(check.run)
+                    self._wake(self.room.password_checked(member, ok))
                 if member.closing or member.closed:
                     break  # it left, or was dropped: stop listening to it
                 # read_frame does not give way while frames are already buffered:

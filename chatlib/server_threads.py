@@ -15,7 +15,11 @@ limit, and then drops it (see ``chatlib.room``).
 
 All the rules live in the room (``chatlib.room.Room``), which is not
 thread-safe: one lock guards every call into it.  The lock is held only for
-that quick bookkeeping, never while a socket blocks.
+that quick bookkeeping, never while a socket blocks, nor while a password is
+hashed: the reader checks a ``join``'s password in its own thread
+(``PasswordCheck``), so a join makes only its own member wait.  The message
+store's ``append`` does run under the lock: it gives each line its place in
+the room's one order (see ``chatlib.room``).
 
 Closing a connection, whatever the reason, goes the same way: the writer sends
 what is still queued (the last payload may be an ``error``) and shuts the
@@ -228,8 +232,15 @@ class ThreadedServer:
                         self._wake(self.room.end_of_stream(member))
                         break
                     self._wake(self.room.receive(member, payload))
-                    if member.closing or member.closed:
-                        break  # it left, or was dropped: stop listening to it
+                    check = member.password_check
+                if check is not None:
+                    # A join with a password: the hash takes this thread a moment,
+                    # without the lock, so only this member waits for it.
+                    ok = check.run()
+                    with self._lock:
+                        self._wake(self.room.password_checked(member, ok))
+                if member.closing or member.closed:
+                    break  # it left, or was dropped: stop listening to it
         except ProtocolError as error:  # too-large or truncated
             with self._lock:
                 self._wake(self.room.stream_error(member, error.code, error.detail))

@@ -6,6 +6,8 @@ import hashlib
 import sqlite3
 import subprocess
 import sys
+import threading
+import time
 import unicodedata
 
 import pytest
@@ -246,6 +248,35 @@ def test_a_shut_nick_is_refused_at_once_without_hashing_even_the_right_password(
     clock.advance(0.001)
     assert accounts.check("ana", PASSWORD)
     assert accounts.throttle.wait("ana") == 0 and accounts.throttle.tracked() == 0
+
+
+def test_many_guesses_at_once_hash_no_more_than_the_free_ones(accounts, monkeypatch):
+    """Checks run outside the room, several at once: the lock-out must hold all the same."""
+    accounts.add("ana", PASSWORD)
+    real_verify = accounts.verify
+
+    def slow_verify(nick, password):
+        time.sleep(0.2)  # the guesses overlap, as a burst of joins would
+        return real_verify(nick, password)
+
+    monkeypatch.setattr(accounts, "verify", slow_verify)
+    guessers = 20
+    start = threading.Barrier(guessers)
+    answers: list[bool] = []
+
+    def guess() -> None:
+        start.wait(WAIT)
+        answers.append(accounts.check("ana", "guess"))
+
+    threads = [threading.Thread(target=guess) for _ in range(guessers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert answers == [False] * guessers
+    assert accounts.hashes_computed == 3  # the free failures; the others were refused at once
+    assert accounts.throttle.wait("ana") > 0
+    assert accounts.check("ana", PASSWORD) is False  # still shut, even for the right password
 
 
 def test_the_lock_out_is_per_nick(accounts):

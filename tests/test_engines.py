@@ -10,9 +10,11 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import threading
+import time
 
 import pytest
-from rawclient import RawClient
+from rawclient import WAIT, RawClient
 
 from chatlib.framing import FrameDecoder
 from chatlib.room import WRITE_SIZE, Outgoing
@@ -24,6 +26,14 @@ ENGINES = ["threads", "asyncio"]
 @pytest.fixture(params=ENGINES)
 def engine(request):
     return request.param
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail(f"still waiting after {WAIT} s for {what}")
+        time.sleep(0.01)
 
 
 def on_server(handle, function):
@@ -139,3 +149,74 @@ def test_a_big_batch_is_written_in_pieces_of_bounded_size():
     assert [count for _, count in writes] == [17] * 6
     decoder = FrameDecoder(max_frame=100_000)
     assert [p for data, _ in writes for p in decoder.feed(data)] == payloads
+
+
+# A password check makes only its own member wait ------------------------------------------
+
+GATE = 15.0  # seconds a held password check waits for the test; less than a client's WAIT
+
+
+class Gate:
+    """An authenticator whose check for ``slow`` waits until the test opens the gate."""
+
+    def __init__(self) -> None:
+        self.reached = threading.Event()
+        self.opened = threading.Event()
+        self.opened_in_time: list[bool] = []
+
+    def check(self, nick: str, password: str) -> bool:
+        if nick == "slow":
+            self.reached.set()
+            self.opened_in_time.append(self.opened.wait(GATE))
+        return password == "pw"
+
+
+def test_a_password_check_makes_only_its_own_member_wait(engine):
+    """A slow check (scrypt) runs outside the room: nobody else waits for it.
+
+    If it held the room (its lock, or the event loop), the line below would
+    wait until the gate gave up, and the gate would report it was not opened.
+    """
+    gate = Gate()
+    with start_server(engine, authenticator=gate) as server:
+        ana, ben, slow, carla = (RawClient(server.address) for _ in range(4))
+        try:
+            ana.join("ana", password="pw")
+            ben.join("ben", password="pw")
+            slow.send(type="join", nick="slow", password="pw")
+            assert gate.reached.wait(WAIT)
+            # While slow's password is checked, the room talks, and lets others in.
+            ana.send(type="say", text="sin esperar")
+            assert ben.recv_type("message")["text"] == "sin esperar"
+            assert carla.join("carla", password="pw")["users"] == ["ana", "ben", "carla"]
+            gate.opened.set()
+            assert slow.recv()["users"] == ["ana", "ben", "carla", "slow"]
+            assert gate.opened_in_time == [True]
+            heard = [ana.recv() for _ in range(4)]
+            assert [(m["type"], m.get("nick")) for m in heard] == [
+                ("joined", "ben"),
+                ("message", "ana"),
+                ("joined", "carla"),
+                ("joined", "slow"),
+            ]
+        finally:
+            gate.opened.set()
+            for client in (ana, ben, slow, carla):
+                client.close()
+
+
+def test_a_member_that_hangs_up_during_its_password_check_never_joins(engine):
+    gate = Gate()
+    with start_server(engine, authenticator=gate) as server:
+        ana, slow = RawClient(server.address), RawClient(server.address)
+        try:
+            ana.join("ana", password="pw")
+            slow.send(type="join", nick="slow", password="pw")
+            assert gate.reached.wait(WAIT)
+            slow.reset()
+            gate.opened.set()
+            wait_until(lambda: server.stats()["connections"] == 1, "the reset one to be gone")
+            assert ana.who() == ["ana"]  # no 'joined' came before the answer
+        finally:
+            gate.opened.set()
+            ana.close()

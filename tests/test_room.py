@@ -437,20 +437,79 @@ class FakeAuthenticator:
         return self.passwords.get(nick) == password
 
 
+def receive_and_check(room: Room, member: Member, data: bytes) -> list[Member]:
+    """What an engine does: hand the room a payload, then run any password check it asks for."""
+    touched = room.receive(member, data)
+    if member.password_check is not None:
+        touched += room.password_checked(member, member.password_check.run())
+    return touched
+
+
 def test_with_an_authenticator_a_join_needs_the_right_password():
     auth = FakeAuthenticator({"ana": "s3cret"})
     room = Room(authenticator=auth)
     member = room.connect()
-    room.receive(member, payload(type="join", nick="ana"))
-    room.receive(member, payload(type="join", nick="ana", password="wrong"))
-    room.receive(member, payload(type="join", nick="bad\nnick", password="x"))
+    receive_and_check(room, member, payload(type="join", nick="ana"))
+    receive_and_check(room, member, payload(type="join", nick="ana", password="wrong"))
+    receive_and_check(room, member, payload(type="join", nick="bad\nnick", password="x"))
     received = drain(room, member)
     assert codes(received) == ["auth-failed", "auth-failed", "bad-nick"]
     assert "password" in received[0]["detail"]
     assert member.closing is None and room.users() == []
     assert auth.asked == ["ana"]  # a bad nick is refused before any password check
-    room.receive(member, payload(type="join", nick="ana", password="s3cret"))
+    receive_and_check(room, member, payload(type="join", nick="ana", password="s3cret"))
     assert drain(room, member)[0]["type"] == "welcome"
+
+
+def test_the_room_never_runs_the_password_check_itself():
+    auth = FakeAuthenticator({"ana": "s3cret"})
+    room = Room(authenticator=auth)
+    member = room.connect()
+    assert room.receive(member, payload(type="join", nick="ana", password="s3cret")) == []
+    check = member.password_check
+    assert (check.nick, check.password) == ("ana", "s3cret")
+    assert auth.asked == []  # the slow part is the engine's, outside the room
+    assert "checking a password" in repr(member)
+    assert "s3cret" not in repr(check)  # a password never reaches a log
+    # Its next payload waits for the answer: each member's payloads keep their order.
+    with pytest.raises(RuntimeError, match="password_checked"):
+        room.receive(member, payload(type="say", text="too soon"))
+    assert room.password_checked(member, check.run()) == [member]
+    assert drain(room, member)[0]["type"] == "welcome"
+    with pytest.raises(RuntimeError, match="no password check"):
+        room.password_checked(member, True)
+
+
+def test_a_nick_taken_while_its_password_was_checked_is_refused():
+    room = Room(authenticator=FakeAuthenticator({"ana": "s3cret"}))
+    first, second = room.connect(), room.connect()
+    for member in (first, second):
+        room.receive(member, payload(type="join", nick="ana", password="s3cret"))
+    # Both checks run at once, outside the room; the first answer to come back wins.
+    room.password_checked(second, second.password_check.run())
+    room.password_checked(first, first.password_check.run())
+    assert drain(room, second)[0]["type"] == "welcome"
+    assert codes(drain(room, first)) == ["nick-taken"]
+    assert room.users() == ["ana"] and first.closing is None
+
+
+@pytest.mark.parametrize("how", ["closed", "shutdown"])
+def test_a_member_gone_while_its_password_was_checked_never_joins(how):
+    room = Room(authenticator=FakeAuthenticator({"ana": "s3cret", "ben": "b"}))
+    ben = room.connect()
+    receive_and_check(room, ben, payload(type="join", nick="ben", password="b"))
+    drain(room, ben)
+    ana = room.connect()
+    room.receive(ana, payload(type="join", nick="ana", password="s3cret"))
+    check = ana.password_check
+    if how == "closed":
+        room.closed(ana)  # its socket broke while the hash ran
+    else:
+        room.shutdown()  # the server began to stop while the hash ran
+    assert room.password_checked(ana, check.run()) == []
+    assert ana.nick is None and ana.password_check is None
+    assert "ana" not in room.users()
+    assert all(m["type"] != "joined" for m in drain(room, ben))
 
 
 def test_without_an_authenticator_a_password_is_ignored():
