@@ -13,7 +13,7 @@ import socket
 import subprocess
 import sys
 
-from chatlib import accounts, history, original, room, serve, terminal, tls
+from chatlib import accounts, conversation, history, original, room, serve, terminal, tls
 
 DEFAULT_HOST = "127.0.0.1"
 
@@ -221,6 +221,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=original.DEFAULT_PORT, help="default: %(default)s"
     )
     orig.set_defaults(run=run_original)
+
+    talk = commands.add_parser(
+        "conversation",
+        help="lesson 02's one-to-one chat: the original scripts with close() fixed",
+        description=conversation.DESCRIPTION,
+    )
+    conversation.add_arguments(talk)
+    talk.set_defaults(run=conversation.run)
 
     chat = commands.add_parser(
         "chat",

@@ -37,8 +37,11 @@ Lesson 03 (framing) fixes that.
 
 Run it in two terminals::
 
-    python -m chatlib.conversation server [--host H] [--port P]
-    python -m chatlib.conversation client [--host H] [--port P]
+    chatlib conversation server [--host H] [--port P]
+    chatlib conversation client [--host H] [--port P]
+
+(``python -m chatlib conversation ...`` and ``python -m chatlib.conversation ...``
+do the same.)
 
 The functions take the keyboard and the screen as parameters (``ask`` works
 like ``input``, ``show`` like ``print``), so tests and lessons can script both
@@ -266,7 +269,7 @@ class ScriptedTerminal:
         self.screen.append(text)
 
 
-# --- python -m chatlib.conversation server|client ---------------------------------------
+# --- chatlib conversation server|client (and python -m chatlib.conversation) -------------
 
 
 def _port(text: str) -> int:
@@ -283,21 +286,24 @@ def _ask_terminal(prompt: str) -> str:
         raise
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m chatlib.conversation",
-        description=(
-            "Lesson 02's one-to-one chat: the seed's scripts with close() fixed. "
-            "Start the server in one terminal and the client in another; they take "
-            f"turns, the client first. {QUIT}, Ctrl-D or Ctrl-C leaves."
-        ),
-    )
+DESCRIPTION = (
+    "Lesson 02's one-to-one chat: the seed's scripts with close() fixed. "
+    "Start the server in one terminal and the client in another; they take "
+    f"turns, the client first. {QUIT}, Ctrl-D or Ctrl-C leaves."
+)
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The command line of both sides: ``server|client [--host H] [--port P]``."""
     parser.add_argument("side", choices=["server", "client"])
     parser.add_argument("--host", default=DEFAULT_HOST, help="default: %(default)s")
     parser.add_argument(
         "--port", type=_port, default=DEFAULT_PORT, help="default: %(default)s (server: 0 = any)"
     )
-    args = parser.parse_args(argv)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Run the side ``args`` asks for, at the keyboard; the exit code."""
     show = functools.partial(print, flush=True)  # a pipe would otherwise hold the lines back
     try:
         if args.side == "server":
@@ -312,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\nstopped (Ctrl-C)", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m chatlib.conversation", description=DESCRIPTION)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
 
 
 if __name__ == "__main__":

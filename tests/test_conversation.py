@@ -351,12 +351,16 @@ def test_the_operator_leaving_stops_the_server_and_the_client_is_told(leaving):
     assert server.finish()[-1] == "you left the conversation"
 
 
-# --- the program: python -m chatlib.conversation -----------------------------------------
+# --- the program: python -m chatlib.conversation, and chatlib conversation --------------
+
+# The two ways to start it: the module itself, and the sub-command of the chatlib command.
+MODULE = ["-m", "chatlib.conversation"]
+SUBCOMMAND = ["-m", "chatlib", "conversation"]
 
 
-def program(*args, **kwargs):
+def program(*args, command=MODULE, **kwargs):
     return subprocess.Popen(
-        [sys.executable, "-m", "chatlib.conversation", *args],
+        [sys.executable, *command, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -368,14 +372,15 @@ def program(*args, **kwargs):
 
 
 @pytest.mark.timeout(120)
-def test_the_program_converses_and_stops_on_ctrl_c():
-    server = program("server", "--port", "0")
+@pytest.mark.parametrize("command", [MODULE, SUBCOMMAND], ids=["module", "subcommand"])
+def test_the_program_converses_and_stops_on_ctrl_c(command):
+    server = program("server", "--port", "0", command=command)
     try:
         announced = server.stdout.readline()
         port = int(re.search(rf"listening on {HOST}:(\d+)", announced).group(1))
         server.stdin.write("hola, terminal\n")
         server.stdin.flush()
-        client_run = program("client", "--port", str(port))
+        client_run = program("client", "--port", str(port), command=command)
         out, err = client_run.communicate("hola\n/quit\n", timeout=HANG)
         assert client_run.returncode == 0, err
         assert "server: hola, terminal" in out and "you left the conversation" in out
@@ -395,11 +400,12 @@ def test_the_program_converses_and_stops_on_ctrl_c():
 
 
 @pytest.mark.timeout(120)
-def test_the_program_says_refused_in_one_line_and_fails():
+@pytest.mark.parametrize("command", [MODULE, SUBCOMMAND], ids=["module", "subcommand"])
+def test_the_program_says_refused_in_one_line_and_fails(command):
     with socket.socket() as nobody:
         nobody.bind((HOST, 0))
         port = nobody.getsockname()[1]
-        run = program("client", "--port", str(port))
+        run = program("client", "--port", str(port), command=command)
         out, err = run.communicate("", timeout=HANG)
     assert run.returncode == 1
     assert err.splitlines() == [
@@ -409,8 +415,20 @@ def test_the_program_says_refused_in_one_line_and_fails():
 
 
 @pytest.mark.timeout(120)
-def test_the_program_refuses_a_bad_port_in_one_line():
-    run = program("server", "--port", "70000")
+@pytest.mark.parametrize("command", [MODULE, SUBCOMMAND], ids=["module", "subcommand"])
+def test_the_program_refuses_a_bad_port_in_one_line(command):
+    run = program("server", "--port", "70000", command=command)
     out, err = run.communicate("", timeout=HANG)
     assert run.returncode == 2
     assert "'70000' is not a port (0 to 65535)" in err and "Traceback" not in err
+
+
+def test_the_chatlib_command_parses_conversation_beside_the_other_commands():
+    from chatlib import cli
+
+    parser = cli.build_parser()
+    args = parser.parse_args(["conversation", "client", "--host", HOST, "--port", "5051"])
+    assert (args.side, args.host, args.port, args.run) == ("client", HOST, 5051, conversation.run)
+    assert parser.parse_args(["conversation", "server"]).port == conversation.DEFAULT_PORT
+    assert parser.parse_args(["original", "server"]).run is cli.run_original
+    assert parser.parse_args(["serve"]).run is cli.run_serve
