@@ -27,6 +27,11 @@ sending side (the peer sees end of stream); the reader keeps reading and
 throwing away until the peer closes too, so the peer's last bytes do not turn
 our close into a reset that destroys the ``error`` before it is read.  A peer
 that does neither within ``grace`` seconds is cut off.
+
+TLS needs care here, because OpenSSL does not let two threads use one
+connection's TLS state at once, and our reader and writer run at the same
+time.  So the TLS state never touches the socket (``ssl.MemoryBIO``, the
+sans-I/O way, like the room): see ``_TLSStream``.
 """
 
 from __future__ import annotations
@@ -61,17 +66,149 @@ def listen(host: str, port: int, backlog: int = 128) -> socket.socket:
 
 
 def _shutdown(sock: socket.socket, how: int) -> None:
-    # socket.socket.shutdown, not SSLSocket.shutdown: the TLS version also throws
-    # away the TLS state that the connection's other thread may be using.
     try:
-        socket.socket.shutdown(sock, how)
+        sock.shutdown(how)
     except OSError:
         pass  # already closed or never connected: nothing left to shut
 
 
-class _Connection:
-    def __init__(self, sock: socket.socket, member: Member, lock: threading.Lock):
+class _PlainStream:
+    """A TCP connection, as the reader (``recv``) and the writer (``sendall``, ``end``) use it."""
+
+    def __init__(self, sock: socket.socket):
         self.sock = sock
+
+    def recv(self, bufsize: int) -> bytes:
+        return self.sock.recv(bufsize)
+
+    def sendall(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def end(self) -> None:
+        """No more from us: the peer reads end of stream."""
+        _shutdown(self.sock, socket.SHUT_WR)
+
+
+class _TLSStream:
+    """TLS over a plain socket, worked in memory, so that a reader and a writer can share it.
+
+    The TLS object (``SSLContext.wrap_bio``) is fed bytes and hands bytes back;
+    it never touches the socket.  The reader ``recv``\\ s raw bytes from the
+    socket, feeds them in and reads out plaintext; the writer puts plaintext in
+    and ``sendall``\\ s the TLS records that come out.  Every call on the TLS
+    object holds ``_lock``, and no socket call does, so one thread may wait in
+    ``recv`` while the other waits in ``sendall``, and the TLS object is never
+    used by both at once.
+
+    After the handshake only the writer sends, so records leave in the order
+    they were made.  A read can make some too (TLS 1.3's answer to a key
+    update, an alert when the peer's bytes are not good TLS); they wait in the
+    outgoing buffer and leave first with the writer's next records, or with
+    its ``end()``, which is when OpenSSL would send them anyway.  Every failure
+    is an ``OSError`` (``ssl.SSLError`` is one), which the engine already
+    treats as "this connection is gone".
+    """
+
+    def __init__(self, sock: socket.socket, context: ssl.SSLContext):
+        self.sock = sock
+        self._incoming = ssl.MemoryBIO()  # bytes from the network, for TLS to read
+        self._outgoing = ssl.MemoryBIO()  # records TLS made, for the network
+        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
+        self._lock = threading.Lock()
+
+    def handshake(self, timeout: float) -> None:
+        """Do the TLS handshake within ``timeout`` seconds, or raise ``OSError``.
+
+        ``ssl.SSLError`` (a client that does not speak TLS, or refuses our
+        certificate), ``TimeoutError`` (a client that says nothing), or the
+        socket's own error (``stop()`` shut it).
+        """
+        give_up_at = time.monotonic() + timeout
+        try:
+            while True:
+                failure: ssl.SSLError | None = None
+                with self._lock:
+                    try:
+                        self._tls.do_handshake()
+                        done = True
+                    except ssl.SSLWantReadError:
+                        done = False  # TLS needs the peer's next message
+                    except ssl.SSLError as error:
+                        done, failure = True, error
+                    records = self._outgoing.read()  # our next message, or an alert saying why
+                if records:
+                    try:
+                        self.sock.sendall(records)
+                    except OSError:
+                        if failure is None:
+                            raise
+                if failure is not None:
+                    raise failure
+                if done:
+                    return
+                left = give_up_at - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no TLS handshake within {timeout:g} s")
+                self.sock.settimeout(left)
+                self._feed(self.sock.recv(65536))
+        finally:
+            self.sock.settimeout(None)
+
+    def recv(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes of plaintext; ``b""`` once the peer has finished (reader)."""
+        while True:
+            with self._lock:
+                try:
+                    return self._tls.read(bufsize)  # b"" after the peer's close_notify
+                except ssl.SSLWantReadError:
+                    pass  # no whole record yet: read more from the network, below
+                except ssl.SSLEOFError:
+                    # The TCP stream ended without close_notify.  Like SSLSocket we
+                    # take it as the end; the framing still catches a cut frame.
+                    return b""
+                # Any other ssl.SSLError is raised: the connection is broken.  The
+                # alert TLS made to say why leaves with the writer's end().
+            self._feed(self.sock.recv(65536))
+
+    def sendall(self, data: bytes) -> None:
+        """Encrypt ``data`` and send it, after any records waiting before it (writer)."""
+        with self._lock:
+            self._tls.write(data)  # to a memory buffer: takes it all at once
+            records = self._outgoing.read()
+        self.sock.sendall(records)
+
+    def end(self) -> None:
+        """Say goodbye the TLS way (close_notify), then end the TCP stream (writer)."""
+        with self._lock:
+            try:
+                self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # ours is made; we do not wait for the peer's
+            except ssl.SSLError:
+                pass  # broken already: send only what it left (an alert, maybe)
+            records = self._outgoing.read()
+        if records:
+            self.sock.sendall(records)
+        _shutdown(self.sock, socket.SHUT_WR)
+
+    def _feed(self, data: bytes) -> None:
+        with self._lock:
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()  # TLS reads it as the end, with or without goodbye
+
+
+class _Connection:
+    def __init__(
+        self,
+        sock: socket.socket,
+        stream: _PlainStream | _TLSStream,
+        member: Member,
+        lock: threading.Lock,
+    ):
+        self.sock = sock  # the TCP socket: for shutdown, close and the grace period
+        self.stream = stream  # the same connection as bytes in and out (TLS or not)
         self.member = member
         self.wakeup = threading.Condition(lock)  # the writer sleeps here
         self.reader: threading.Thread | None = None
@@ -102,7 +239,7 @@ class ThreadedServer:
         self.address: tuple[str, int] = self._listener.getsockname()[:2]
         self._lock = threading.Lock()
         self._connections: dict[Member, _Connection] = {}
-        self._handshaking: set[socket.socket] = set()  # TLS sockets not yet in the room
+        self._handshaking: set[socket.socket] = set()  # TLS handshakes not done yet
         self._handlers: set[threading.Thread] = set()  # every connection's reader thread
         self._stopping = False
         # Writing a byte to _wake_w wakes the accept loop so that it can stop.
@@ -154,9 +291,11 @@ class ThreadedServer:
     def _serve_connection(self, sock: socket.socket) -> None:
         """The reader thread: TLS handshake, join the room, read until the end."""
         try:
-            if self.ssl_context is not None:
-                sock = self._handshake(sock)
-                if sock is None:
+            if self.ssl_context is None:
+                stream: _PlainStream | _TLSStream | None = _PlainStream(sock)
+            else:
+                stream = self._handshake(sock)
+                if stream is None:
                     return
             farewell = None
             with self._lock:
@@ -167,9 +306,9 @@ class ThreadedServer:
                     farewell = self.room.take(member)
                     self.room.closed(member)
                 else:
-                    conn = self._register(sock, member)
+                    conn = self._register(sock, stream, member)
             if farewell is not None:
-                self._say_goodbye(sock, farewell)
+                self._say_goodbye(sock, stream, farewell)
                 return
             try:
                 self._read_loop(conn)
@@ -179,9 +318,11 @@ class ThreadedServer:
             with self._lock:
                 self._handlers.discard(threading.current_thread())
 
-    def _register(self, sock: socket.socket, member: Member) -> _Connection:
+    def _register(
+        self, sock: socket.socket, stream: _PlainStream | _TLSStream, member: Member
+    ) -> _Connection:
         """Give the new member its writer thread.  Called with the lock held."""
-        conn = _Connection(sock, member, self._lock)
+        conn = _Connection(sock, stream, member, self._lock)
         self._connections[member] = conn
         conn.reader = threading.current_thread()
         conn.writer = threading.Thread(target=self._write_loop, args=(conn,), daemon=True)
@@ -189,41 +330,40 @@ class ThreadedServer:
         return conn
 
     @staticmethod
-    def _say_goodbye(sock: socket.socket, farewell: Outgoing) -> None:
+    def _say_goodbye(
+        sock: socket.socket, stream: _PlainStream | _TLSStream, farewell: Outgoing
+    ) -> None:
         try:
             for data, _count in farewell.writes():  # a small frame into an empty buffer: no wait
-                sock.sendall(data)
-            _shutdown(sock, socket.SHUT_WR)
+                stream.sendall(data)
+            stream.end()
         except OSError:
             pass
         finally:
             sock.close()
 
-    def _handshake(self, sock: socket.socket) -> socket.socket | None:
+    def _handshake(self, sock: socket.socket) -> _TLSStream | None:
+        """The TLS handshake, in the connection's own thread, so the accept loop never waits."""
         assert self.ssl_context is not None
-        sock.settimeout(self.grace * 2)  # a client that never says hello is cut off
-        # wrap_socket takes over the file descriptor, so it is the wrapped socket
-        # that stop() must be able to shut while the handshake waits.
-        tls = self.ssl_context.wrap_socket(sock, server_side=True, do_handshake_on_connect=False)
+        tls = _TLSStream(sock, self.ssl_context)
         with self._lock:
-            self._handshaking.add(tls)
+            self._handshaking.add(sock)  # stop() shuts it if the handshake is still waiting
         try:
-            tls.do_handshake()
-            tls.settimeout(None)
+            tls.handshake(timeout=self.grace * 2)  # a client that never says hello is cut off
             return tls
-        except OSError as error:  # ssl.SSLError is an OSError
+        except OSError as error:  # ssl.SSLError and TimeoutError are OSErrors
             log.info("TLS handshake failed: %s", error)
-            tls.close()
+            sock.close()
             return None
         finally:
             with self._lock:
-                self._handshaking.discard(tls)
+                self._handshaking.discard(sock)
 
     # Reading and writing ------------------------------------------------------------
 
     def _read_loop(self, conn: _Connection) -> None:
         member = conn.member
-        reader = FrameReader(conn.sock, self.max_frame)
+        reader = FrameReader(conn.stream, self.max_frame)
         try:
             while True:
                 payload = reader.read()
@@ -267,11 +407,11 @@ class ThreadedServer:
                         conn.wakeup.wait()
                 # Everything waiting goes in one sendall (or a few, for a big batch).
                 for data, count in batch.writes():
-                    conn.sock.sendall(data)  # blocks while the peer is not reading
+                    conn.stream.sendall(data)  # blocks while the peer is not reading
                     with self._lock:
                         self.room.sent(member, count)
                 if batch.close:
-                    _shutdown(conn.sock, socket.SHUT_WR)  # the peer reads end of stream
+                    conn.stream.end()  # the peer reads end of stream
                     return
         except Exception as error:  # the peer is gone, or we cut it off
             if not isinstance(error, OSError):

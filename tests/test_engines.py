@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import struct
 import threading
 import time
 
@@ -19,6 +20,7 @@ from rawclient import WAIT, RawClient
 from chatlib.framing import FrameDecoder
 from chatlib.room import WRITE_SIZE, Outgoing
 from chatlib.serve import start_server
+from chatlib.tls import client_context, make_classroom_certs, server_context
 
 ENGINES = ["threads", "asyncio"]
 
@@ -220,3 +222,174 @@ def test_a_member_that_hangs_up_during_its_password_check_never_joins(engine):
         finally:
             gate.opened.set()
             ana.close()
+
+
+# TLS with a reader and a writer at once ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tls_contexts(tmp_path_factory):
+    certs = make_classroom_certs(tmp_path_factory.mktemp("certs"))
+    return server_context(certs.cert, certs.key), client_context(certs.ca)
+
+
+def line_text(sender: int, n: int) -> str:
+    """A line whose every character can be checked: long ones span several TLS records."""
+    return f"{sender}:{n}:" + "ñá€x"[n % 4] * (n * 197 % 3990)
+
+
+async def tls_member(address, context, sender: int, everyone: asyncio.Barrier, lines: int):
+    """Join, wait for everyone, then send ``lines`` lines while reading every line of the room."""
+    reader, writer = await asyncio.open_connection(*address, ssl=context)
+
+    def send(**message) -> None:
+        payload = json.dumps(message).encode()
+        writer.write(struct.pack("!I", len(payload)) + payload)
+
+    async def recv() -> dict:
+        (length,) = struct.unpack("!I", await reader.readexactly(4))
+        return json.loads(await reader.readexactly(length))
+
+    async def talk() -> None:
+        for n in range(lines):
+            send(type="say", text=line_text(sender, n))
+            await writer.drain()
+
+    async def listen() -> list[dict]:
+        heard = []
+        while len(heard) < everyone.parties * lines:
+            message = await recv()
+            if message["type"] == "message":
+                heard.append(message)
+            else:
+                assert message["type"] == "joined", message
+        return heard
+
+    try:
+        send(type="join", nick=f"m{sender}")
+        assert (await recv())["type"] == "welcome"
+        await everyone.wait()  # so that every member hears every line
+        _, heard = await asyncio.gather(talk(), listen())
+    finally:
+        writer.close()
+    return heard
+
+
+def test_tls_members_that_send_and_receive_at_once_get_every_byte(engine, tls_contexts):
+    """Each server connection is read and written at the same time, over TLS, for a while.
+
+    A TLS state used by two threads at once corrupts records: a member would
+    be cut off ("bad record mac", "decode error") or read damaged text.
+    """
+    server_ctx, client_ctx = tls_contexts
+    members, lines = 5, 200
+    # A queue long enough that nobody is dropped while everyone floods the room.
+    with start_server(engine, ssl_context=server_ctx, queue_limit=members * lines + 50) as server:
+
+        async def room() -> list[list[dict]]:
+            everyone = asyncio.Barrier(members)
+            chat = (
+                tls_member(server.address, client_ctx, n, everyone, lines) for n in range(members)
+            )
+            return await asyncio.wait_for(asyncio.gather(*chat), 4 * WAIT)
+
+        heard = asyncio.run(room())
+    first = [(m["id"], m["nick"], m["text"]) for m in heard[0]]
+    assert len(first) == members * lines
+    for other in heard[1:]:
+        assert [(m["id"], m["nick"], m["text"]) for m in other] == first
+    for sender in range(members):
+        texts = [text for _, nick, text in first if nick == f"m{sender}"]
+        assert texts == [line_text(sender, n) for n in range(lines)]
+
+
+class OneAtATime:
+    """Stands in for a TLS object and counts the calls made while another was inside it."""
+
+    def __init__(self, tls):
+        self._tls = tls
+        self._inside = threading.Lock()
+        self.overlaps = 0
+        self.threads: set[str] = set()
+
+    def __getattr__(self, name):
+        method = getattr(self._tls, name)
+
+        def one_at_a_time(*args):
+            if not self._inside.acquire(blocking=False):
+                self.overlaps += 1
+                return method(*args)
+            try:
+                self.threads.add(threading.current_thread().name)
+                time.sleep(0)  # let another thread try to come in meanwhile
+                return method(*args)
+            finally:
+                self._inside.release()
+
+        return one_at_a_time
+
+
+def test_the_threads_engine_never_uses_a_tls_state_from_two_threads_at_once(
+    tls_contexts, monkeypatch
+):
+    from chatlib import server_threads
+
+    watched: list[OneAtATime] = []
+    original_init = server_threads._TLSStream.__init__
+
+    def watch(self, *args):
+        original_init(self, *args)
+        self._tls = OneAtATime(self._tls)
+        watched.append(self._tls)
+
+    monkeypatch.setattr(server_threads._TLSStream, "__init__", watch)
+    server_ctx, client_ctx = tls_contexts
+    members, lines = 4, 100
+    with start_server(
+        "threads", ssl_context=server_ctx, queue_limit=members * lines + 50
+    ) as server:
+
+        async def room() -> list[list[dict]]:
+            everyone = asyncio.Barrier(members)
+            chat = [
+                tls_member(server.address, client_ctx, n, everyone, lines) for n in range(members)
+            ]
+            return await asyncio.wait_for(asyncio.gather(*chat), 4 * WAIT)
+
+        heard = asyncio.run(room())
+    assert [len(h) for h in heard] == [members * lines] * members
+    assert len(watched) == members
+    for tls in watched:
+        assert tls.overlaps == 0
+        assert len(tls.threads) == 2  # its reader and its writer, taking turns
+
+
+def frame(**message) -> bytes:
+    payload = json.dumps(message).encode()
+    return struct.pack("!I", len(payload)) + payload
+
+
+def test_over_tls_the_server_says_goodbye_with_close_notify(engine, tls_contexts):
+    """A TCP end without TLS's close_notify could be an attacker cutting the line."""
+    server_ctx, client_ctx = tls_contexts
+    with start_server(engine, ssl_context=server_ctx) as server:
+        raw = socket.create_connection(server.address, timeout=WAIT)
+        # suppress_ragged_eofs=False: an end without close_notify raises SSLEOFError.
+        with client_ctx.wrap_socket(
+            raw, server_hostname="127.0.0.1", suppress_ragged_eofs=False
+        ) as tls:
+            tls.sendall(frame(type="join", nick="ana") + frame(type="leave"))
+            received = b""
+            while chunk := tls.recv(65536):
+                received += chunk
+    (welcome,) = FrameDecoder().feed(received)
+    assert json.loads(welcome)["type"] == "welcome"
+
+
+def test_a_tls_client_that_never_says_hello_is_cut_off(tls_contexts):
+    """The threads engine gives a handshake twice the grace period (asyncio: its own 60 s)."""
+    server_ctx, _ = tls_contexts
+    with start_server("threads", ssl_context=server_ctx, grace=0.25) as server:
+        with socket.create_connection(server.address, timeout=WAIT) as silent:
+            assert silent.recv(1024) == b""  # the server hung up
+            assert server.stats()["connections"] == 0  # it never reached the room
