@@ -17,9 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
-# The notebook that shows the room: it must show panels for SENDER and RECEIVER
+# The lesson that shows the room: it must show panels for SENDER and RECEIVER
 # (chatlib.widgets.show_room), and no other room.
-NOTEBOOK = Path(__file__).with_name("chat-room.ipynb")
+NOTEBOOK = Path(__file__).parents[2] / "notebooks" / "06-broadcast-room.ipynb"
 SENDER, RECEIVER = "ana", "beto"
 
 LOAD_TIMEOUT = 180_000  # ms: the first JupyterLab load on a busy two-core machine
