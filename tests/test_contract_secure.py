@@ -120,7 +120,13 @@ def everything_on(monkeypatch, tmp_path, authority):
         options.setdefault("ssl_context", server_context(authority.cert, authority.key))
         options.setdefault("store", store)
         options.setdefault("authenticator", CreateOnFirstJoin(accounts))
-        return serve.start_server(engine_name, host, port, **options)
+        try:
+            return serve.start_server(engine_name, host, port, **options)
+        except BaseException:  # e.g. a taken port: the files opened for it are closed too
+            for resource in (store, accounts):
+                opened.remove(resource)
+                resource.close()
+            raise
 
     monkeypatch.setattr(test_contract, "RawClient", SecureRawClient)
     monkeypatch.setattr(test_contract, "start_server", secure_start_server)
