@@ -70,6 +70,42 @@ nick is still free: someone may have taken it meanwhile)::
     >>> [m.nick for m in room.password_checked(ana, check.run())]
     ['ana']
 
+Observers: whatever wants to watch the room (``chatlib.widgets.ServerConsole``,
+a log) appends a callable to ``room.observers``.  At the end of every event,
+once the room's state is whole again, each observer is called with a ``dict``
+shaped like a protocol message, one per thing that happened::
+
+    {"type": "joined", "nick": "ana"}                        a join was let in
+    {"type": "message", "id": 1, "nick": "ana", "text": "hola", "ts": 1700000000.0}
+    {"type": "left", "nick": "ana", "reason": "left"}        see LEFT_REASONS
+    {"type": "error", "code": "nick-taken", "detail": "...", "to": "connection 2"}
+    {"type": "shutdown"}                                     the last: the server stops
+
+``message`` comes once it is queued for every member, ``error`` only for an
+error that is really sent, and ``to`` names the member by its nick, or as
+``connection N`` before it has joined::
+
+    >>> room = Room(clock=lambda: 1700000000.0)
+    >>> room.observers.append(print)
+    >>> ana, ana2 = room.connect(), room.connect()
+    >>> _ = room.receive(ana, b'{"type": "join", "nick": "ana"}')
+    {'type': 'joined', 'nick': 'ana'}
+    >>> _ = room.receive(ana2, b'{"type": "join", "nick": "ANA"}')  # doctest: +NORMALIZE_WHITESPACE
+    {'type': 'error', 'code': 'nick-taken',
+     'detail': "'ana' is already here; choose another nick", 'to': 'connection 2'}
+    >>> _ = room.receive(ana, b'{"type": "say", "text": "hola"}')
+    {'type': 'message', 'id': 1, 'nick': 'ana', 'text': 'hola', 'ts': 1700000000.0}
+    >>> _ = room.closed(ana)
+    {'type': 'left', 'nick': 'ana', 'reason': 'connection lost'}
+
+An observer runs inside the room's event, on the engine's thread (under the
+threads engine's lock, on the asyncio engine's loop), so every member waits
+while it runs: it must be quick, and must not feed the room events.  The
+console only puts what it is told on a queue, and draws from its own thread.
+An observer that raises is logged and otherwise ignored: watching never breaks
+the room.  Appending to ``observers`` and removing from it are safe from any
+thread; an observer removed while an event is being told may hear that one.
+
 A ``Room`` is not thread-safe: the threads engine holds one lock around every
 call, and the asyncio engine calls it from its event loop only.  The one
 exception is ``PasswordCheck.run``, which touches nothing in the room.
@@ -77,6 +113,7 @@ exception is ``PasswordCheck.run``, which touches nothing in the room.
 
 from __future__ import annotations
 
+import logging
 import time
 import unicodedata
 from collections import deque
@@ -88,11 +125,21 @@ from chatlib import messages
 from chatlib.framing import DEFAULT_MAX_FRAME, HEADER, HEADER_SIZE
 from chatlib.messages import Join, Leave, MessageError, Say, Who
 
+log = logging.getLogger(__name__)
+
 DEFAULT_MAX_TEXT = 4000
 DEFAULT_QUEUE_LIMIT = 1024
 DEFAULT_HISTORY = 20
 MAX_NICK = 32
 WRITE_SIZE = 64 * 1024  # bytes an engine hands the OS in one call (Outgoing.writes)
+
+# Why a member left, as an observer's ``left`` event says it: a member's
+# ``closing`` reason, in words where it is not an error code.  A member closed
+# without any of these (reset, broken, cut off) left with "connection lost".
+LEFT_REASONS = {"leave": "left", "end of stream": "hung up"}
+CONNECTION_LOST = "connection lost"
+
+Observer = Callable[[dict[str, Any]], object]
 
 # Room for the digits of a message id that is not known yet when the size of
 # its payload is checked (see _say).
@@ -237,10 +284,12 @@ class Room:
         self._connection_count = 0
         self._shut_down = False
         self.peak_queued = 0  # the fullest any member's queue has been
+        self.observers: list[Observer] = []  # called with what happened (see the docstring)
 
         # Filled while one event is handled, emptied by _done().
         self._touched: dict[Member, None] = {}
         self._left_to_announce: deque[str] = deque()
+        self._to_tell: list[dict[str, Any]] = []  # for the observers
 
     # Events from the engine ------------------------------------------------------
 
@@ -324,7 +373,10 @@ class Room:
         self._shut_down = True
         for member in list(self._connections):
             self._close(member, messages.SERVER_SHUTDOWN, "the server is shutting down")
-        return self._done()
+        touched = self._done()
+        self._observe({"type": "shutdown"})
+        self._tell_observers()
+        return touched
 
     # The engine's side of each member's queue --------------------------------------
 
@@ -391,6 +443,7 @@ class Room:
             return
         member.nick = nick
         self._members[key] = member
+        self._observe(messages.joined(nick))
         self._send(member, self._welcome(member.nick))
         announcement = messages.encode(messages.joined(member.nick))
         for other in list(self._members.values()):
@@ -440,21 +493,25 @@ class Room:
         if self.store is None:
             self._history.append(message)
         payload = messages.encode(message)  # encoded once, the same bytes for everyone
+        self._observe(dict(message))  # before the sends: a member they drop leaves after it
         for other in list(self._members.values()):
             self._send(other, payload)
 
-    def _send(self, member: Member, payload: bytes) -> None:
+    def _send(self, member: Member, payload: bytes) -> bool:
+        """Queue ``payload`` for ``member``; False if it will never be sent."""
         if member.closing or member.closed:
-            return  # nothing more is sent to a member on its way out
+            return False  # nothing more is sent to a member on its way out
         if member.queued >= self.queue_limit:
             self._drop_slow(member)
-            return
+            return False
         member.outbox.append(payload)
         self.peak_queued = max(self.peak_queued, member.queued)
         self._touched[member] = None
+        return True
 
     def _send_error(self, member: Member, code: str, detail: str) -> None:
-        self._send(member, messages.encode(messages.error(code, detail)))
+        if self._send(member, messages.encode(messages.error(code, detail))):
+            self._observe_error(member, code, detail)
 
     def _drop_slow(self, member: Member) -> None:
         member.outbox.clear()  # what it has not been sent, it never will be
@@ -471,6 +528,7 @@ class Room:
         if error_detail is not None:
             # The one payload allowed past the queue's limit: the reason we hang up.
             member.outbox.append(messages.encode(messages.error(reason, error_detail)))
+            self._observe_error(member, reason, error_detail)
         member.closing = reason
         self._touched[member] = None
         self._leave_room(member)
@@ -478,6 +536,10 @@ class Room:
     def _leave_room(self, member: Member) -> None:
         if member.nick is not None and self._members.get(nick_key(member.nick)) is member:
             del self._members[nick_key(member.nick)]
+            reason = member.closing or CONNECTION_LOST
+            self._observe(
+                {**messages.left(member.nick), "reason": LEFT_REASONS.get(reason, reason)}
+            )
             # Announced in _done(): telling everyone may drop another slow member,
             # whose own 'left' then waits its turn instead of recursing.
             self._left_to_announce.append(member.nick)
@@ -489,4 +551,29 @@ class Room:
                 self._send(other, announcement)
         touched = list(self._touched)
         self._touched.clear()
+        self._tell_observers()
         return touched
+
+    # Observers ---------------------------------------------------------------------
+
+    def _observe(self, event: dict[str, Any]) -> None:
+        """Keep ``event`` for the observers, who hear it once this event is handled."""
+        if self.observers:  # no observer, no cost
+            self._to_tell.append(event)
+
+    def _observe_error(self, member: Member, code: str, detail: str) -> None:
+        to = member.nick if member.nick is not None else f"connection {member.number}"
+        self._observe({**messages.error(code, detail), "to": to})
+
+    def _tell_observers(self) -> None:
+        if not self._to_tell:
+            return
+        events, self._to_tell = self._to_tell, []
+        for observer in tuple(self.observers):  # a copy: another thread may change the list
+            for event in events:
+                try:
+                    observer(dict(event))  # a copy each: one observer cannot change another's
+                except Exception:
+                    log.exception(
+                        "room observer %r failed on %s; the room goes on", observer, event
+                    )

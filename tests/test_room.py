@@ -516,3 +516,175 @@ def test_without_an_authenticator_a_password_is_ignored():
     room = Room()
     join(room, "ana", password="whatever")
     assert room.users() == ["ana"]
+
+
+# Observers ---------------------------------------------------------------------------
+
+
+class Watcher:
+    """An observer that keeps what it is told (and what the room looked like then)."""
+
+    def __init__(self, room: Room):
+        self.room = room
+        self.events: list[dict] = []
+        self.users_then: list[list[str]] = []
+        room.observers.append(self)
+
+    def __call__(self, event: dict) -> None:
+        self.events.append(event)
+        self.users_then.append(self.room.users())
+
+    def kinds(self) -> list[str]:
+        return [e["type"] for e in self.events]
+
+    def take(self) -> list[dict]:
+        events, self.events = self.events, []
+        self.users_then = []
+        return events
+
+
+def test_observers_hear_a_join_once_it_is_committed():
+    room = Room()
+    watcher = Watcher(room)
+    ana = room.connect()
+    assert watcher.events == []  # a connection is not an event of the room's
+    room.receive(ana, payload(type="join", nick="ana"))
+    assert watcher.events == [{"type": "joined", "nick": "ana"}]
+    assert watcher.users_then == [["ana"]]  # told once she is in, not before
+
+
+def test_observers_hear_a_message_once_it_is_queued_for_everyone():
+    room = Room(clock=Clock(1700000000.0))
+    ana, ben = join(room, "ana"), join(room, "ben")
+    queued_then: list[tuple[int, int]] = []
+    room.observers.append(lambda event: queued_then.append((len(ana.outbox), len(ben.outbox))))
+    watcher = Watcher(room)
+    drain(room, ana)
+    drain(room, ben)
+    room.receive(ben, payload(type="say", text="hola"))
+    assert watcher.events == [
+        {"type": "message", "id": 1, "nick": "ben", "text": "hola", "ts": 1700000000.0}
+    ]
+    assert queued_then == [(1, 1)]  # already in both queues when the observers heard it
+    assert drain(room, ana)[0] == watcher.events[0]  # what the members get, field for field
+
+
+@pytest.mark.parametrize(
+    "how, reason",
+    [
+        (lambda room, m: room.receive(m, payload(type="leave")), "left"),
+        (lambda room, m: room.end_of_stream(m), "hung up"),
+        (lambda room, m: room.closed(m), "connection lost"),
+        (lambda room, m: room.stream_error(m, "too-large", "4 GB announced"), "too-large"),
+        (lambda room, m: room.shutdown(), "server-shutdown"),
+    ],
+    ids=["leave", "end of stream", "reset", "too-large", "shutdown"],
+)
+def test_observers_hear_who_left_and_why(how, reason):
+    room = Room()
+    ana = join(room, "ana")
+    watcher = Watcher(room)
+    how(room, ana)
+    left = [e for e in watcher.events if e["type"] == "left"]
+    assert left == [{"type": "left", "nick": "ana", "reason": reason}]
+    room.closed(ana)  # the socket goes afterwards: she is not told as leaving twice
+    assert [e for e in watcher.events if e["type"] == "left"] == left
+
+
+def test_observers_hear_a_slow_member_dropped_after_the_message_that_dropped_it():
+    room = Room(queue_limit=2)
+    ana, slow = join(room, "ana"), join(room, "slow")
+    drain(room, ana)
+    watcher = Watcher(room)
+    for text in ("1", "2"):  # slow's queue is full then
+        room.receive(ana, payload(type="say", text=text))
+        drain(room, ana)
+    watcher.take()
+    room.receive(ana, payload(type="say", text="3"))
+    assert watcher.kinds() == ["message", "error", "left"]
+    error, left = watcher.events[1:]
+    assert (error["code"], error["to"]) == ("too-slow", "slow")
+    assert left == {"type": "left", "nick": "slow", "reason": "too-slow"}
+    assert watcher.users_then[-1] == ["ana"] and slow.closing == "too-slow"
+
+
+def test_observers_hear_each_error_sent_and_to_whom():
+    room = Room(max_text=5)
+    ana = join(room, "ana")
+    watcher = Watcher(room)
+    stranger = room.connect()
+    room.receive(stranger, payload(type="join", nick="ANA"))
+    room.receive(stranger, payload(type="say", text="hi"))
+    room.receive(stranger, b"not json")
+    room.receive(ana, payload(type="say", text="too long"))
+    sent = [json.loads(p) for p in room.take(stranger).payloads + room.take(ana).payloads]
+    assert [(e["code"], e["to"]) for e in watcher.events] == [
+        ("nick-taken", "connection 2"),
+        ("not-joined", "connection 2"),
+        ("bad-message", "connection 2"),
+        ("too-long", "ana"),
+    ]
+    for told, error in zip(watcher.events, [e for e in sent if e["type"] == "error"], strict=True):
+        assert {k: told[k] for k in ("type", "code", "detail")} == error
+
+
+def test_an_error_that_is_never_sent_is_not_told():
+    room = Room()
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="leave"))  # on her way out: nothing more is sent to her
+    watcher = Watcher(room)
+    room.receive(ana, b"not json")
+    room.shutdown()  # nor is server-shutdown, to a connection already closing
+    assert watcher.events == [{"type": "shutdown"}]
+
+
+def test_shutdown_is_told_last_after_every_connections_error():
+    room = Room()
+    ana = join(room, "ana")
+    stranger = room.connect()
+    watcher = Watcher(room)
+    room.shutdown()
+    assert watcher.kinds() == ["error", "left", "error", "shutdown"]
+    assert [e.get("to") for e in watcher.events if e["type"] == "error"] == [
+        ana.nick,
+        f"connection {stranger.number}",
+    ]
+    watcher.take()
+    room.connect()  # one more, as the server stops: told server-shutdown too
+    assert [(e["code"], e["to"]) for e in watcher.events] == [("server-shutdown", "connection 3")]
+
+
+def test_an_observer_that_raises_is_logged_and_the_room_goes_on(caplog):
+    room = Room()
+
+    def broken(event):
+        raise ValueError("a bug in an observer")
+
+    room.observers.append(broken)
+    watcher = Watcher(room)  # after the broken one: still told everything
+    ana, ben = join(room, "ana"), join(room, "ben")
+    room.receive(ana, payload(type="say", text="hola"))
+    assert watcher.kinds() == ["joined", "joined", "message"]
+    assert [m["type"] for m in drain(room, ben)] == ["message"]
+    assert room.users() == ["ana", "ben"]
+    failures = [r for r in caplog.records if "room observer" in r.getMessage()]
+    assert len(failures) == 3 and all(r.exc_info[0] is ValueError for r in failures)
+
+
+def test_an_observer_cannot_change_what_another_hears():
+    room = Room()
+    room.observers.append(lambda event: event.update(nick="mallory"))
+    watcher = Watcher(room)
+    ana = join(room, "ana")
+    room.receive(ana, payload(type="say", text="hola"))
+    assert [e["nick"] for e in watcher.events] == ["ana", "ana"]
+    assert room._history[-1]["nick"] == "ana"  # nor what the room keeps
+
+
+def test_a_removed_observer_hears_nothing_more():
+    room = Room()
+    watcher = Watcher(room)
+    join(room, "ana")
+    room.observers.remove(watcher)
+    join(room, "ben")
+    assert watcher.kinds() == ["joined"]
