@@ -8,6 +8,7 @@ own message handler, in the order ipywidgets 8 sends them.
 
 from __future__ import annotations
 
+import re
 import socket
 import threading
 import time
@@ -15,6 +16,7 @@ import warnings
 
 import pytest
 
+from chatlib.client import ChatClient, ChatError
 from chatlib.serve import start_server
 from chatlib.widgets import BugStepper, ChatPanel, ServerConsole, show_room
 from chatlib.widgets import room as room_module
@@ -375,8 +377,28 @@ def test_a_new_stepper_stops_the_one_before_with_its_key():
 # The server console -------------------------------------------------------------------
 
 
+WAIT = 30.0  # seconds; only guards against a hang
+
+
+def console_of(server, **options) -> ServerConsole:
+    return ServerConsole(server, interval=0.05, **options)
+
+
+def wait_until(condition, what: str) -> None:
+    deadline = time.monotonic() + WAIT
+    while not condition():
+        assert time.monotonic() < deadline, f"still waiting after {WAIT} s for {what}"
+        time.sleep(0.01)
+
+
+def next_event(client: ChatClient, kind: str) -> dict:
+    while (event := client.events.get(timeout=WAIT))["type"] != kind:
+        assert event["type"] != "disconnected", event
+    return event
+
+
 def test_the_server_console_shows_joins_and_leaves(server):
-    console = ServerConsole(server, interval=0.05)
+    console = console_of(server)
     try:
         ana = ChatPanel("ana", *server.address)
         console.wait_for("ana joined")
@@ -387,6 +409,113 @@ def test_the_server_console_shows_joins_and_leaves(server):
         assert console.members == []
         server.stop()
         console.wait_for("the server stopped")
+        assert "stopped" in console._header.value
+    finally:
+        console.close()
+
+
+def test_the_server_console_shows_what_is_said_and_the_errors_sent(server):
+    console = console_of(server)
+    ana = ChatClient(*server.address)
+    impostor = ChatClient(*server.address)
+    try:
+        ana.connect("ana")
+        ana.say("hola <b>a todos</b>")
+        with pytest.raises(ChatError):
+            impostor.connect("ANA")
+        console.wait_for("error nick-taken")
+        console.wait_for("ana: hola")
+        lines = console.text().splitlines()
+        said = next(line for line in lines if "ana: hola" in line)
+        assert said.endswith("#1 ana: hola <b>a todos</b>")
+        refused = next(line for line in lines if "nick-taken" in line)
+        assert re.search(r"error nick-taken to connection \d+: 'ana' is already here", refused)
+        assert console.members == ["ana"]  # the impostor never got in
+        shown = console._log.value
+        assert "hola &lt;b&gt;a todos&lt;/b&gt;" in shown and "<b>a todos" not in shown
+        assert "chatlib-server-row chatlib-server-error'" in shown
+        assert "chatlib-server-row chatlib-server-message'" in shown
+    finally:
+        impostor.close()
+        ana.close()
+        console.close()
+
+
+def test_the_console_lists_who_was_in_before_it_started(server, panels):
+    panels("ana", "beto")
+    wait_until(lambda: server.stats()["members"] == 2, "two members")
+    console = console_of(server)
+    try:
+        assert console.members == ["ana", "beto"]
+        (carla,) = panels("carla")
+        console.wait_for("carla joined")
+        assert console.members == ["ana", "beto", "carla"]
+    finally:
+        console.close()
+
+
+def test_the_console_keeps_the_last_events_only(server):
+    console = console_of(server, max_events=5)
+    ana = ChatClient(*server.address)
+    try:
+        ana.connect("ana")
+        for n in range(30):
+            ana.say(f"line {n}")
+        console.wait_for("ana: line 29")
+        assert [str(e).split(" ", 1)[1] for e in console.events] == [
+            f"#{n} ana: line {n - 1}" for n in range(26, 31)
+        ]
+        assert console._log.value.count("chatlib-server-row") == 5
+    finally:
+        ana.close()
+        console.close()
+
+
+def test_when_the_server_stops_the_console_shows_who_was_told_and_stops_watching(server):
+    console = console_of(server)
+    ana = ChatClient(*server.address)
+    ana.connect("ana")
+    console.wait_for("ana joined")
+    server.stop()
+    try:
+        console.wait_for("the server stopped")
+        console.wait_for("ana left (server-shutdown)")
+        assert "error server-shutdown to ana" in console.text()
+        console._watcher.join(WAIT)  # nothing more will happen: it stops by itself
+        assert not console._watcher.is_alive()
+        assert console._observe not in server.room.observers
+    finally:
+        ana.close()
+        console.close()
+
+
+def test_closing_the_console_stops_listening_and_the_room_goes_on(server):
+    console = console_of(server)
+    assert console._observe in server.room.observers
+    ana = ChatClient(*server.address)
+    try:
+        ana.connect("ana")
+        console.wait_for("ana joined")
+        console.close()
+        assert console._observe not in server.room.observers
+        assert not console._watcher.is_alive()
+        shown = console.text()
+        ana.say("nobody watches")
+        assert next_event(ana, "message")["text"] == "nobody watches"  # the room goes on
+        assert console.text() == shown and console._told.empty()
+        assert console.widget.comm is None
+        console.close()  # twice is harmless
+    finally:
+        ana.close()
+
+
+def test_a_console_on_a_stopped_server_says_so():
+    server = start_server()
+    server.stop()
+    console = console_of(server)
+    try:
+        assert "the server is not running" in console.text()
+        assert console._observe not in server.room.observers
         assert "stopped" in console._header.value
     finally:
         console.close()
