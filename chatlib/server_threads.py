@@ -31,7 +31,9 @@ that does neither within ``grace`` seconds is cut off.
 TLS needs care here, because OpenSSL does not let two threads use one
 connection's TLS state at once, and our reader and writer run at the same
 time.  So the TLS state never touches the socket (``ssl.MemoryBIO``, the
-sans-I/O way, like the room): see ``_TLSStream``.
+sans-I/O way, like the room): see ``chatlib.tls.TLSStream``, which the client
+uses too.  The handshake runs in the connection's reader thread, with one
+deadline (twice ``grace``); goodbye is TLS's close_notify, then end of stream.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ import time
 
 from chatlib.framing import DEFAULT_MAX_FRAME, FrameReader, ProtocolError
 from chatlib.room import Member, Outgoing, Room
+from chatlib.tls import TLSStream
 
 log = logging.getLogger(__name__)
 
@@ -89,121 +92,11 @@ class _PlainStream:
         _shutdown(self.sock, socket.SHUT_WR)
 
 
-class _TLSStream:
-    """TLS over a plain socket, worked in memory, so that a reader and a writer can share it.
-
-    The TLS object (``SSLContext.wrap_bio``) is fed bytes and hands bytes back;
-    it never touches the socket.  The reader ``recv``\\ s raw bytes from the
-    socket, feeds them in and reads out plaintext; the writer puts plaintext in
-    and ``sendall``\\ s the TLS records that come out.  Every call on the TLS
-    object holds ``_lock``, and no socket call does, so one thread may wait in
-    ``recv`` while the other waits in ``sendall``, and the TLS object is never
-    used by both at once.
-
-    After the handshake only the writer sends, so records leave in the order
-    they were made.  A read can make some too (TLS 1.3's answer to a key
-    update, an alert when the peer's bytes are not good TLS); they wait in the
-    outgoing buffer and leave first with the writer's next records, or with
-    its ``end()``, which is when OpenSSL would send them anyway.  Every failure
-    is an ``OSError`` (``ssl.SSLError`` is one), which the engine already
-    treats as "this connection is gone".
-    """
-
-    def __init__(self, sock: socket.socket, context: ssl.SSLContext):
-        self.sock = sock
-        self._incoming = ssl.MemoryBIO()  # bytes from the network, for TLS to read
-        self._outgoing = ssl.MemoryBIO()  # records TLS made, for the network
-        self._tls = context.wrap_bio(self._incoming, self._outgoing, server_side=True)
-        self._lock = threading.Lock()
-
-    def handshake(self, timeout: float) -> None:
-        """Do the TLS handshake within ``timeout`` seconds, or raise ``OSError``.
-
-        ``ssl.SSLError`` (a client that does not speak TLS, or refuses our
-        certificate), ``TimeoutError`` (a client that says nothing), or the
-        socket's own error (``stop()`` shut it).
-        """
-        give_up_at = time.monotonic() + timeout
-        try:
-            while True:
-                failure: ssl.SSLError | None = None
-                with self._lock:
-                    try:
-                        self._tls.do_handshake()
-                        done = True
-                    except ssl.SSLWantReadError:
-                        done = False  # TLS needs the peer's next message
-                    except ssl.SSLError as error:
-                        done, failure = True, error
-                    records = self._outgoing.read()  # our next message, or an alert saying why
-                if records:
-                    try:
-                        self.sock.sendall(records)
-                    except OSError:
-                        if failure is None:
-                            raise
-                if failure is not None:
-                    raise failure
-                if done:
-                    return
-                left = give_up_at - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(f"no TLS handshake within {timeout:g} s")
-                self.sock.settimeout(left)
-                self._feed(self.sock.recv(65536))
-        finally:
-            self.sock.settimeout(None)
-
-    def recv(self, bufsize: int) -> bytes:
-        """Up to ``bufsize`` bytes of plaintext; ``b""`` once the peer has finished (reader)."""
-        while True:
-            with self._lock:
-                try:
-                    return self._tls.read(bufsize)  # b"" after the peer's close_notify
-                except ssl.SSLWantReadError:
-                    pass  # no whole record yet: read more from the network, below
-                except ssl.SSLEOFError:
-                    # The TCP stream ended without close_notify.  Like SSLSocket we
-                    # take it as the end; the framing still catches a cut frame.
-                    return b""
-                # Any other ssl.SSLError is raised: the connection is broken.  The
-                # alert TLS made to say why leaves with the writer's end().
-            self._feed(self.sock.recv(65536))
-
-    def sendall(self, data: bytes) -> None:
-        """Encrypt ``data`` and send it, after any records waiting before it (writer)."""
-        with self._lock:
-            self._tls.write(data)  # to a memory buffer: takes it all at once
-            records = self._outgoing.read()
-        self.sock.sendall(records)
-
-    def end(self) -> None:
-        """Say goodbye the TLS way (close_notify), then end the TCP stream (writer)."""
-        with self._lock:
-            try:
-                self._tls.unwrap()
-            except ssl.SSLWantReadError:
-                pass  # ours is made; we do not wait for the peer's
-            except ssl.SSLError:
-                pass  # broken already: send only what it left (an alert, maybe)
-            records = self._outgoing.read()
-        if records:
-            self.sock.sendall(records)
-        _shutdown(self.sock, socket.SHUT_WR)
-
-    def _feed(self, data: bytes) -> None:
-        with self._lock:
-            if data:
-                self._incoming.write(data)
-            else:
-                self._incoming.write_eof()  # TLS reads it as the end, with or without goodbye
-
-
 class _Connection:
     def __init__(
         self,
         sock: socket.socket,
-        stream: _PlainStream | _TLSStream,
+        stream: _PlainStream | TLSStream,
         member: Member,
         lock: threading.Lock,
     ):
@@ -292,7 +185,7 @@ class ThreadedServer:
         """The reader thread: TLS handshake, join the room, read until the end."""
         try:
             if self.ssl_context is None:
-                stream: _PlainStream | _TLSStream | None = _PlainStream(sock)
+                stream: _PlainStream | TLSStream | None = _PlainStream(sock)
             else:
                 stream = self._handshake(sock)
                 if stream is None:
@@ -319,7 +212,7 @@ class ThreadedServer:
                 self._handlers.discard(threading.current_thread())
 
     def _register(
-        self, sock: socket.socket, stream: _PlainStream | _TLSStream, member: Member
+        self, sock: socket.socket, stream: _PlainStream | TLSStream, member: Member
     ) -> _Connection:
         """Give the new member its writer thread.  Called with the lock held."""
         conn = _Connection(sock, stream, member, self._lock)
@@ -331,7 +224,7 @@ class ThreadedServer:
 
     @staticmethod
     def _say_goodbye(
-        sock: socket.socket, stream: _PlainStream | _TLSStream, farewell: Outgoing
+        sock: socket.socket, stream: _PlainStream | TLSStream, farewell: Outgoing
     ) -> None:
         try:
             for data, _count in farewell.writes():  # a small frame into an empty buffer: no wait
@@ -342,10 +235,10 @@ class ThreadedServer:
         finally:
             sock.close()
 
-    def _handshake(self, sock: socket.socket) -> _TLSStream | None:
+    def _handshake(self, sock: socket.socket) -> TLSStream | None:
         """The TLS handshake, in the connection's own thread, so the accept loop never waits."""
         assert self.ssl_context is not None
-        tls = _TLSStream(sock, self.ssl_context)
+        tls = TLSStream(sock, self.ssl_context, server_side=True)
         with self._lock:
             self._handshaking.add(sock)  # stop() shuts it if the handshake is still waiting
         try:

@@ -40,6 +40,21 @@ files are never overwritten unless asked (``overwrite=True``, ``--force``).
 Every mistake a user can make (a missing or unreadable file, a file that is not
 a certificate, a key that does not match) is a ``TLSSetupError`` whose message
 is one sentence.
+
+TLS for two threads
+-------------------
+
+OpenSSL does not let two threads use one TLS connection at once, and a chat
+connection is read by one thread while another writes: the threads engine's
+reader and writer, the client's receiver and the caller that says a line.  An
+``ssl.SSLSocket`` shared that way can corrupt its records.  So the chat works
+TLS in memory instead (``TLSChannel``, the sans-I/O way, like
+``chatlib.framing``'s decoder and ``chatlib.room``): the TLS state is fed the
+network's bytes and hands back plaintext and bytes to send, under a lock held
+only while it computes, never while a socket waits.  ``TLSStream`` is the thin
+shell that moves those bytes over a socket; the threads engine and the client
+both use it.  (The asyncio engine needs none of this: its TLS runs on one
+thread, the event loop's.)
 """
 
 from __future__ import annotations
@@ -47,8 +62,11 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
+import socket
 import ssl
 import sys
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -115,6 +133,200 @@ def _readable(path: str | os.PathLike, what: str) -> None:
 
 def _why(error: OSError) -> str:
     return (error.strerror or str(error)).lower()
+
+
+# TLS for two threads: the state in memory, and its socket shell --------------------
+
+
+class TLSChannel:
+    """One TLS connection as plain state, fed bytes: no socket, safe from two threads.
+
+    ``SSLContext.wrap_bio`` makes a TLS object that reads from one memory
+    buffer and writes to another (``ssl.MemoryBIO``).  Whoever holds the
+    socket moves the bytes:
+
+    - ``feed(data)``: bytes that came from the network (``b""``: it ended);
+    - ``read(size)``: plaintext they make, ``None`` until a whole record is in,
+      ``b""`` once the peer has finished;
+    - ``write(data)``: plaintext to encrypt; ``close()``: our close_notify;
+    - ``data_to_send()``: the records made so far, in order, for the network.
+
+    ``do_handshake()`` takes the handshake one step: ``True`` once done,
+    ``False`` while it waits for the peer's next message.  A failure raises
+    ``ssl.SSLError`` (``SSLCertVerificationError`` for a certificate not
+    trusted), and the alert telling the peer why is in ``data_to_send()``.
+
+    Every method holds the channel's lock while it uses the TLS object, and
+    none waits for anything, so two threads may call it at any time.
+    """
+
+    def __init__(
+        self,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ):
+        self.server_side = server_side
+        self._incoming = ssl.MemoryBIO()  # bytes from the network, for TLS to read
+        self._outgoing = ssl.MemoryBIO()  # records TLS made, for the network
+        self._tls = context.wrap_bio(
+            self._incoming, self._outgoing, server_side=server_side, server_hostname=server_hostname
+        )
+        self._lock = threading.Lock()
+
+    def do_handshake(self) -> bool:
+        with self._lock:
+            try:
+                self._tls.do_handshake()
+                return True
+            except ssl.SSLWantReadError:
+                return False  # TLS needs the peer's next message
+
+    def feed(self, data: bytes) -> None:
+        with self._lock:
+            if data:
+                self._incoming.write(data)
+            else:
+                self._incoming.write_eof()  # TLS reads it as the end, with or without goodbye
+
+    def read(self, size: int) -> bytes | None:
+        with self._lock:
+            try:
+                return self._tls.read(size)  # b"" after the peer's close_notify
+            except ssl.SSLWantReadError:
+                return b"" if self._incoming.eof else None  # None: feed more bytes
+            except ssl.SSLEOFError:
+                # The TCP stream ended without close_notify.  Like SSLSocket we
+                # take it as the end; the framing still catches a cut frame.
+                return b""
+            # Any other ssl.SSLError is raised: the connection is broken.  The
+            # alert TLS made to say why waits in data_to_send().
+
+    def write(self, data: bytes) -> None:
+        with self._lock:
+            self._tls.write(data)  # into a memory buffer: takes it all at once
+
+    def close(self) -> None:
+        """Make our close_notify: the TLS way to say that nothing more is coming."""
+        with self._lock:
+            try:
+                self._tls.unwrap()
+            except ssl.SSLWantReadError:
+                pass  # ours is made; we do not wait for the peer's
+            except ssl.SSLError:
+                pass  # broken already: send only what it left (an alert, maybe)
+
+    def data_to_send(self) -> bytes:
+        with self._lock:
+            return self._outgoing.read()
+
+    def version(self) -> str | None:
+        """The TLS version agreed on (``"TLSv1.3"``), once the handshake is done."""
+        with self._lock:
+            return self._tls.version()
+
+
+class TLSStream:
+    """TLS over a connected socket through a ``TLSChannel``: one thread may call
+    ``recv`` while another calls ``sendall``.
+
+    The reader receives raw bytes, feeds them to the channel and reads out
+    plaintext; a sender puts plaintext in and sends the records that come
+    out.  No socket call holds the channel's lock, so the reader may wait
+    in ``recv`` while a sender waits in ``sendall``.  Senders take turns (a
+    lock of their own), so records leave in the order they were made.  A read
+    can make records too (TLS 1.3's answer to a key update, an alert when the
+    peer's bytes are not good TLS); they leave with the next send, or with
+    ``end()``, which is when OpenSSL would send them anyway.
+
+    Every failure is an ``OSError`` (``ssl.SSLError`` is one), as on a plain
+    socket, so the code around it treats TLS and TCP alike.
+    """
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        context: ssl.SSLContext,
+        *,
+        server_side: bool,
+        server_hostname: str | None = None,
+    ):
+        self.sock = sock
+        self.channel = TLSChannel(context, server_side=server_side, server_hostname=server_hostname)
+        self._sending = threading.Lock()
+
+    def handshake(self, timeout: float) -> None:
+        """Do the TLS handshake within ``timeout`` seconds, or raise ``OSError``.
+
+        ``ssl.SSLError`` (a peer that does not speak TLS, or a certificate not
+        trusted: the alert saying why is sent first), ``TimeoutError`` (a peer
+        that says nothing), or the socket's own error.  The socket's timeout is
+        as before once it returns.
+        """
+        give_up_at = time.monotonic() + timeout
+        previous = self.sock.gettimeout()
+        try:
+            while True:
+                failure: ssl.SSLError | None = None
+                try:
+                    done = self.channel.do_handshake()
+                except ssl.SSLError as error:
+                    done, failure = True, error
+                records = self.channel.data_to_send()  # our next message, or the alert
+                if records:
+                    try:
+                        self._within(give_up_at, timeout)
+                        with self._sending:
+                            self.sock.sendall(records)
+                    except OSError:
+                        if failure is None:
+                            raise
+                if failure is not None:
+                    raise failure
+                if done:
+                    return
+                self._within(give_up_at, timeout)
+                try:
+                    data = self.sock.recv(65536)
+                except TimeoutError:
+                    raise TimeoutError(f"no answer within {timeout:g} s") from None
+                self.channel.feed(data)
+        finally:
+            self.sock.settimeout(previous)
+
+    def _within(self, give_up_at: float, timeout: float) -> None:
+        left = give_up_at - time.monotonic()
+        if left <= 0:
+            raise TimeoutError(f"no answer within {timeout:g} s")
+        self.sock.settimeout(left)
+
+    def recv(self, bufsize: int) -> bytes:
+        """Up to ``bufsize`` bytes of plaintext; ``b""`` once the peer has finished."""
+        while (plaintext := self.channel.read(bufsize)) is None:
+            self.channel.feed(self.sock.recv(65536))
+        return plaintext
+
+    def sendall(self, data: bytes) -> None:
+        """Encrypt ``data`` and send it, after any records waiting before it."""
+        with self._sending:
+            self.channel.write(data)
+            self.sock.sendall(self.channel.data_to_send())
+
+    def end(self) -> None:
+        """Say goodbye the TLS way (close_notify), then end the TCP stream."""
+        with self._sending:
+            self.channel.close()
+            records = self.channel.data_to_send()
+            if records:
+                self.sock.sendall(records)
+        try:
+            self.sock.shutdown(socket.SHUT_WR)  # the peer reads end of stream
+        except OSError:
+            pass  # already closed or never connected: nothing left to shut
+
+    def version(self) -> str | None:
+        return self.channel.version()
 
 
 # The classroom's certificates -----------------------------------------------------

@@ -329,20 +329,27 @@ class OneAtATime:
         return one_at_a_time
 
 
-def test_the_threads_engine_never_uses_a_tls_state_from_two_threads_at_once(
-    tls_contexts, monkeypatch
-):
-    from chatlib import server_threads
+@pytest.fixture
+def watched_tls(monkeypatch) -> list[OneAtATime]:
+    """Every ``TLSChannel`` made during the test, its TLS object watched by ``OneAtATime``."""
+    from chatlib import tls
 
     watched: list[OneAtATime] = []
-    original_init = server_threads._TLSStream.__init__
+    original_init = tls.TLSChannel.__init__
 
-    def watch(self, *args):
-        original_init(self, *args)
+    def watch(self, *args, **options):
+        original_init(self, *args, **options)
         self._tls = OneAtATime(self._tls)
+        self._tls.server_side = self.server_side
         watched.append(self._tls)
 
-    monkeypatch.setattr(server_threads._TLSStream, "__init__", watch)
+    monkeypatch.setattr(tls.TLSChannel, "__init__", watch)
+    return watched
+
+
+def test_the_threads_engine_never_uses_a_tls_state_from_two_threads_at_once(
+    tls_contexts, watched_tls
+):
     server_ctx, client_ctx = tls_contexts
     members, lines = 4, 100
     with start_server(
@@ -358,8 +365,9 @@ def test_the_threads_engine_never_uses_a_tls_state_from_two_threads_at_once(
 
         heard = asyncio.run(room())
     assert [len(h) for h in heard] == [members * lines] * members
-    assert len(watched) == members
-    for tls in watched:
+    assert len(watched_tls) == members
+    for tls in watched_tls:
+        assert tls.server_side
         assert tls.overlaps == 0
         assert len(tls.threads) == 2  # its reader and its writer, taking turns
 
