@@ -22,6 +22,12 @@ How it is built:
   given (called *on the receiver thread*, except for the welcome, which comes
   on the thread that called ``connect()``: keep it short, and do not call
   ``who()`` from it, which waits for the receiver thread).
+- **TLS**: the receiver and the senders share one TLS connection, and OpenSSL
+  does not let two threads use one at once, which an ``ssl.SSLSocket`` read in
+  one thread and written in another would do.  So the client works TLS in
+  memory through ``chatlib.tls.TLSStream``, as the threads engine does: no two
+  threads are ever inside the TLS state together, and ``close()`` ends with
+  TLS's close_notify.
 - The event stream is the whole conversation as this client saw it: first the
   ``welcome``, then ``message``, ``joined``, ``left``, ``users``, ``error``,
   and always, exactly once, a last event made here, not by the server::
@@ -52,6 +58,7 @@ from collections.abc import Callable
 from typing import Any
 
 from chatlib.framing import DEFAULT_MAX_FRAME, FrameReader, ProtocolError, encode_frame
+from chatlib.tls import TLSStream
 
 Event = dict[str, Any]
 
@@ -106,7 +113,8 @@ class ChatClient:
         self.events: queue.Queue[Event] = queue.Queue()
         self.nick: str | None = None  # as the server welcomed us
 
-        self._sock: socket.socket | None = None
+        self._sock: socket.socket | None = None  # the TCP socket: timeouts, shutdown, close
+        self._stream: socket.socket | TLSStream | None = None  # the same, as bytes in and out
         self._reader: FrameReader | None = None
         self._receiver: threading.Thread | None = None
         self._send_lock = threading.Lock()
@@ -150,8 +158,8 @@ class ChatClient:
             if self._receiver is not None:
                 raise RuntimeError(f"already joined as {self.nick!r}")
         if self._sock is None:
-            self._sock = self._open()
-            self._reader = FrameReader(self._sock, max_frame=self.max_frame)
+            self._sock, self._stream = self._open()
+            self._reader = FrameReader(self._stream, max_frame=self.max_frame)
         join: Event = {"type": "join", "nick": nick}
         if password is not None:
             join["password"] = password
@@ -170,8 +178,12 @@ class ChatClient:
         self._receiver.start()
         return welcome
 
-    def _open(self) -> socket.socket:
-        """Connect, and shake hands if TLS; every failure becomes one sentence."""
+    def _open(self) -> tuple[socket.socket, socket.socket | TLSStream]:
+        """Connect, and shake hands if TLS; every failure becomes one sentence.
+
+        Returns the socket and the stream to read and write: the socket itself,
+        or TLS over it.
+        """
         where = self._where
         try:
             sock = socket.create_connection((self.host, self.port), timeout=self.timeout)
@@ -195,11 +207,16 @@ class ChatClient:
         # frame back until the previous one is acknowledged (up to 40 ms on Linux).
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         if self.ssl_context is None:
-            return sock
+            return sock, sock
+        tls = TLSStream(
+            sock,
+            self.ssl_context,
+            server_side=False,
+            server_hostname=self.server_hostname or self.host,
+        )
         try:
-            return self.ssl_context.wrap_socket(
-                sock, server_hostname=self.server_hostname or self.host
-            )
+            tls.handshake(self.timeout)
+            return sock, tls
         except ssl.SSLCertVerificationError as error:
             sock.close()
             raise ChatConnectionError(
@@ -286,11 +303,13 @@ class ChatClient:
         with self._state_lock:
             first_call = not self._closing
             self._closing = True
-            sock = self._sock  # the receiver thread may end the connection meanwhile
+            sock, stream = self._sock, self._stream  # the receiver may end it meanwhile
         if first_call and sock is not None:
             try:
                 self._send({"type": "leave"})
-            except ChatConnectionError:
+                if isinstance(stream, TLSStream):
+                    stream.end()  # close_notify: the TLS way to say goodbye
+            except (ChatConnectionError, OSError):
                 pass  # already gone: leaving is done
             try:
                 # shutdown, not close: it wakes the receiver thread's recv().
@@ -318,12 +337,12 @@ class ChatClient:
             self._send_unlocked(message)
 
     def _send_unlocked(self, message: Event) -> None:
-        sock = self._sock
-        if sock is None:
+        stream = self._stream
+        if stream is None:
             raise ChatConnectionError("the connection has ended")
         frame = encode_frame(json.dumps(message, ensure_ascii=False).encode("utf-8"))
         try:
-            sock.sendall(frame)
+            stream.sendall(frame)
         except OSError as error:
             raise ChatConnectionError(
                 f"the connection to {self._where} broke: {error.strerror or error}"
@@ -345,7 +364,7 @@ class ChatClient:
                 self._deliver(event)
         except ProtocolError as error:
             reason, code = f"the connection broke: {error.detail}", error.code
-        except (OSError, ValueError) as error:  # ValueError: an SSL socket closed under us
+        except OSError as error:  # ssl.SSLError included
             if not self._closing:
                 why = getattr(error, "strerror", None) or error
                 reason, code = f"the connection broke: {why}", None
@@ -368,7 +387,7 @@ class ChatClient:
         """Close the socket for good (idempotent)."""
         with self._state_lock:
             self._ended = True
-            sock, self._sock = self._sock, None
+            sock, self._sock, self._stream = self._sock, None, None
         if sock is not None:
             sock.close()
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import queue
 import socket
 import ssl
@@ -9,8 +10,10 @@ import threading
 
 import pytest
 import trustme
+from test_engines import OneAtATime
 
 from chatlib.client import ChatClient, ChatConnectionError, ChatError
+from chatlib.framing import FrameDecoder, encode_frame
 from chatlib.serve import start_server
 
 WAIT = 10  # seconds; only guards against a hang
@@ -276,3 +279,146 @@ def test_tls_client_against_a_plain_server(server, authority):
 def test_plain_client_against_a_tls_server(tls_server):
     with pytest.raises(ChatConnectionError):
         client_for(tls_server, timeout=5).connect("ana")
+
+
+# TLS from two threads: the receiver reads while the caller writes ---------------------
+
+
+def tls_room(engine, authority, members: int, lines: int):
+    """A TLS server whose queues hold a whole flood, so that nobody is dropped."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    return start_server(engine, ssl_context=context, queue_limit=members * lines + 50)
+
+
+def flood(server, authority, clients, members: int, lines: int) -> list[list[dict]]:
+    """Every member says ``lines`` lines at once, each from a thread of its own, while
+    its receiver thread takes everybody's; returns the messages each one received."""
+    talkers = [
+        joined(server, clients, f"m{n}", ssl_context=trusting(authority)) for n in range(members)
+    ]
+    for talker in talkers:  # everyone is in: everyone hears every line
+        while len(talker.who()) < members:
+            pass
+    everyone = threading.Barrier(members)
+    failures: list[BaseException] = []
+
+    def talk(n: int) -> None:
+        try:
+            everyone.wait(WAIT)
+            for i in range(lines):
+                talkers[n].say(f"m{n} line {i}")
+        except BaseException as error:
+            failures.append(error)
+
+    threads = [threading.Thread(target=talk, args=(n,), name=f"talk-m{n}") for n in range(members)]
+    for thread in threads:
+        thread.start()
+    heard = [[next_of(talker, "message") for _ in range(members * lines)] for talker in talkers]
+    for thread in threads:
+        thread.join(WAIT)
+    assert not failures, failures
+    return heard
+
+
+def check_flood(heard: list[list[dict]], members: int, lines: int) -> None:
+    first = [(m["id"], m["nick"], m["text"]) for m in heard[0]]
+    for other in heard[1:]:  # one order, the same for everyone
+        assert [(m["id"], m["nick"], m["text"]) for m in other] == first
+    for n in range(members):  # and each sender's lines in the order it sent them
+        assert [text for _, nick, text in first if nick == f"m{n}"] == [
+            f"m{n} line {i}" for i in range(lines)
+        ]
+
+
+def test_tls_clients_that_send_while_they_receive_get_every_line(engine, authority, clients):
+    members, lines = 4, 300
+    with tls_room(engine, authority, members, lines) as server:
+        heard = flood(server, authority, clients, members, lines)
+    check_flood(heard, members, lines)
+
+
+@pytest.fixture
+def watched_tls(monkeypatch) -> list[OneAtATime]:
+    """Every ``TLSChannel`` made during the test, its TLS object watched by ``OneAtATime``."""
+    from chatlib import tls
+
+    watched: list[OneAtATime] = []
+    original_init = tls.TLSChannel.__init__
+
+    def watch(self, *args, **options):
+        original_init(self, *args, **options)
+        self._tls = OneAtATime(self._tls)
+        self._tls.server_side = self.server_side
+        watched.append(self._tls)
+
+    monkeypatch.setattr(tls.TLSChannel, "__init__", watch)
+    return watched
+
+
+def test_the_probe_sees_two_threads_inside_at_once():
+    """``OneAtATime`` can fail: here two threads are made to be inside together."""
+    both_inside = threading.Barrier(2)
+
+    class Shared:
+        def work(self):
+            both_inside.wait(WAIT)
+
+    probe = OneAtATime(Shared())
+    threads = [threading.Thread(target=probe.work) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(WAIT)
+    assert probe.overlaps == 1
+
+
+def test_a_tls_client_never_uses_its_tls_state_from_two_threads_at_once(
+    engine, authority, clients, watched_tls
+):
+    members, lines = 3, 200
+    with tls_room(engine, authority, members, lines) as server:
+        heard = flood(server, authority, clients, members, lines)
+    check_flood(heard, members, lines)
+    ours = [tls for tls in watched_tls if not tls.server_side]
+    assert len(ours) == members
+    for n, tls in enumerate(ours):
+        assert tls.overlaps == 0
+        # Its receiver and the thread that said the lines took turns inside it.
+        assert {f"chat-receiver-m{n}", f"talk-m{n}"} <= tls.threads
+    servers = [tls for tls in watched_tls if tls.server_side]
+    assert len(servers) == (members if engine == "threads" else 0)  # asyncio: its own TLS
+    assert all(tls.overlaps == 0 for tls in servers)
+
+
+def test_a_tls_client_says_goodbye_with_close_notify(authority):
+    """A TCP end without TLS's close_notify could be an attacker cutting the line."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    authority.issue_cert("127.0.0.1").configure_cert(context)
+    heard: list[dict] = []
+    problems: list[BaseException] = []
+
+    def one_member_server(listener: socket.socket) -> None:
+        raw, _ = listener.accept()
+        # suppress_ragged_eofs=False: an end without close_notify raises SSLEOFError.
+        with context.wrap_socket(raw, server_side=True, suppress_ragged_eofs=False) as tls:
+            try:
+                tls.settimeout(WAIT)
+                decoder = FrameDecoder()
+                heard.extend(json.loads(p) for p in decoder.feed(tls.recv(65536)))
+                welcome = {"type": "welcome", "nick": "ana", "users": ["ana"], "history": []}
+                tls.sendall(encode_frame(json.dumps(welcome).encode()))
+                while chunk := tls.recv(65536):
+                    heard.extend(json.loads(p) for p in decoder.feed(chunk))
+            except BaseException as error:
+                problems.append(error)
+
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        server = threading.Thread(target=one_member_server, args=(listener,))
+        server.start()
+        client = ChatClient(*listener.getsockname()[:2], ssl_context=trusting(authority))
+        client.connect("ana")
+        client.close()
+        server.join(WAIT)
+    assert not problems, problems
+    assert [m["type"] for m in heard] == ["join", "leave"]
