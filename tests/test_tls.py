@@ -17,7 +17,9 @@ from test_history import ServeProcess
 from chatlib.client import ChatClient, ChatConnectionError
 from chatlib.serve import start_server
 from chatlib.tls import (
+    TLSChannel,
     TLSSetupError,
+    TLSStream,
     client_context,
     make_classroom_certs,
     server_context,
@@ -224,6 +226,94 @@ def test_an_expired_certificate_is_refused(engine):
         with pytest.raises(ChatConnectionError) as failed:
             ChatClient(*server.address, ssl_context=trusting).connect("ana")
     assert "certificate has expired" in str(failed.value)
+
+
+# TLS in memory: TLSChannel and TLSStream -------------------------------------------------
+
+
+def channels(certs, server_hostname="127.0.0.1") -> tuple[TLSChannel, TLSChannel]:
+    client = TLSChannel(
+        client_context(certs.ca), server_side=False, server_hostname=server_hostname
+    )
+    server = TLSChannel(server_context(certs.cert, certs.key), server_side=True)
+    return client, server
+
+
+def pump(*pairs: tuple[TLSChannel, TLSChannel]) -> None:
+    """Carry what each channel has to send to its peer, as a network would."""
+    for sender, receiver in pairs:
+        if data := sender.data_to_send():
+            receiver.feed(data)
+
+
+def shake_hands(client: TLSChannel, server: TLSChannel) -> None:
+    for _ in range(10):
+        done = [client.do_handshake(), server.do_handshake()]
+        pump((client, server), (server, client))
+        if all(done):
+            return
+    pytest.fail("no handshake after 10 rounds")
+
+
+def test_two_channels_shake_hands_and_talk_through_memory_alone(certs):
+    client, server = channels(certs)
+    assert client.version() is None  # nothing agreed yet
+    shake_hands(client, server)
+    assert client.version() == server.version() == "TLSv1.3"
+    client.write(b"hola")
+    record = client.data_to_send()
+    assert b"hola" not in record  # encrypted
+    server.feed(record[:5])  # a record's header only
+    assert server.read(1024) is None  # no whole record yet: feed more
+    server.feed(record[5:])
+    assert server.read(1024) == b"hola"
+    assert server.read(1024) is None
+
+
+def test_close_notify_ends_the_peers_stream_and_a_bare_end_does_too(certs):
+    client, server = channels(certs)
+    shake_hands(client, server)
+    server.write(b"adios")
+    server.close()
+    pump((server, client))
+    assert client.read(1024) == b"adios"
+    assert client.read(1024) == b""  # the peer's close_notify: the end, cleanly
+    other_client, other_server = channels(certs)
+    shake_hands(other_client, other_server)
+    other_server.feed(b"")  # TCP ended without close_notify: taken as the end too
+    assert other_server.read(1024) == b""
+
+
+def test_bytes_that_are_not_tls_raise_and_leave_an_alert_to_send(certs):
+    client, server = channels(certs)
+    shake_hands(client, server)
+    server.feed(b'\x00\x00\x00\x1f{"type":"join","nick":"rude"}')
+    with pytest.raises(ssl.SSLError):
+        server.read(1024)
+    assert server.data_to_send()  # the alert that tells the peer why
+
+
+def test_a_certificate_for_another_name_fails_the_handshake_with_an_alert(certs):
+    client, server = channels(certs, server_hostname="example.org")
+    with pytest.raises(ssl.SSLCertVerificationError) as failed:
+        shake_hands(client, server)
+    assert "example.org" in failed.value.verify_message
+    assert client.data_to_send()  # the alert for the server
+
+
+def test_a_tls_stream_gives_a_silent_peer_one_deadline_for_the_handshake(certs):
+    ours, silent = socket.socketpair()
+    with ours, silent:
+        ours.settimeout(7.0)
+        stream = TLSStream(
+            ours, client_context(certs.ca), server_side=False, server_hostname="127.0.0.1"
+        )
+        started = time.monotonic()
+        with pytest.raises(TimeoutError, match="no answer within 0.2 s"):
+            stream.handshake(timeout=0.2)
+        assert time.monotonic() - started < WAIT  # it gave up; it did not hang
+        assert silent.recv(65536).startswith(b"\x16\x03")  # our hello was sent
+        assert ours.gettimeout() == 7.0  # the socket's own timeout is back
 
 
 # On the command line ---------------------------------------------------------------------
