@@ -46,9 +46,10 @@ Repeated failures are slowed down
 ---------------------------------
 
 A guesser who tries password after password for ``ana`` is slowed down by a
-lock-out per nick that doubles: the first ``free_failures`` (3) wrong
-passwords cost nothing more, then each further one shuts the nick for 1, 2,
-4, 8... seconds, at most ``max_delay`` (60).  While a nick is shut, ``check``
+lock-out per nick that doubles: every failure counts, and from the
+``free_failures``-th (the 3rd) on, a failure shuts the nick for 1, 2, 4,
+8... seconds, at most ``max_delay`` (60).  So three tries go without
+waiting, the fourth waits a second.  While a nick is shut, ``check``
 answers ``False`` at once, *without hashing*, even for the right password; a
 success opens it again, and ``forget_after`` (15 minutes) without failures
 forgets them.
