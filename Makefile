@@ -10,8 +10,11 @@ READY := $(VENV)/.ready
 
 .PHONY: course test notebooks bench clean
 
+# JupyterLab refuses to run as root unless told; containers often run as root.
+AS_ROOT := $(if $(filter 0,$(shell id -u 2>/dev/null)),--allow-root)
+
 course: $(READY)
-	$(BIN)/jupyter lab notebooks/00-start-here.ipynb
+	$(BIN)/jupyter lab $(AS_ROOT) notebooks/00-start-here.ipynb
 
 test: $(READY)
 	$(BIN)/python -m pytest
