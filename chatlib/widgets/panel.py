@@ -137,6 +137,31 @@ class EnterToSend:
         return value if value.strip() else None
 
 
+def wait_until_shown(view, changed: threading.Condition, condition, timeout: float, who: str):
+    """Wait until ``condition`` holds for ``view`` (a panel or a console).
+
+    ``condition`` is a string that shows up in ``view.text()``, or a function
+    given the view; ``changed`` is notified whenever the view changes.  Raises
+    ``TimeoutError`` saying what the view shows if ``timeout`` seconds go by.
+    """
+    if isinstance(condition, str):
+        wanted = condition
+
+        def condition(view) -> bool:
+            return wanted in view.text()
+
+    deadline = time.monotonic() + timeout
+    with changed:
+        while not condition(view):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(
+                    f"{who} did not show what was expected within {timeout:g} s; "
+                    f"it shows:\n{view.text()}"
+                )
+            changed.wait(left)
+
+
 class ChatPanel:
     """A member of the room at ``host:port``, joined as ``nick``, as a widget.
 
@@ -235,22 +260,8 @@ class ChatPanel:
         """Wait until ``condition`` holds: a string that shows up in ``text()``,
         or a function given the panel.  Raises ``TimeoutError`` saying what the
         panel shows, if ``timeout`` seconds go by first."""
-        if isinstance(condition, str):
-            wanted = condition
-
-            def condition(panel: ChatPanel) -> bool:
-                return wanted in panel.text()
-
-        deadline = time.monotonic() + timeout
+        wait_until_shown(self, self._changed, condition, timeout, f"{self.nick}'s panel")
         with self._changed:
-            while not condition(self):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"{self.nick}'s panel did not show what was expected within "
-                        f"{timeout:g} s; it shows:\n{self.text()}"
-                    )
-                self._changed.wait(left)
             if self._pending is not None:
                 self._render()  # so that the widgets show what was waited for
 

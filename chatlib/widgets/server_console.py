@@ -36,7 +36,7 @@ from typing import Any
 
 import ipywidgets as widgets
 
-from chatlib.widgets.panel import colour_of
+from chatlib.widgets.panel import colour_of, wait_until_shown
 
 KEPT = 200  # events kept and shown
 SHOWN_TEXT = 300  # characters of a line shown; a 4,000-character line would flood the log
@@ -118,22 +118,7 @@ class ServerConsole:
     ) -> None:
         """Wait until ``condition`` (text in ``text()``, or a function given the
         console) holds; ``TimeoutError`` with what it shows otherwise."""
-        if isinstance(condition, str):
-            wanted = condition
-
-            def condition(console: ServerConsole) -> bool:
-                return wanted in console.text()
-
-        deadline = time.monotonic() + timeout
-        with self._changed:
-            while not condition(self):
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError(
-                        f"the server console did not show what was expected within "
-                        f"{timeout:g} s; it shows:\n{self.text()}"
-                    )
-                self._changed.wait(left)
+        wait_until_shown(self, self._changed, condition, timeout, "the server console")
 
     def close(self) -> None:
         """Stop watching and close the widgets; the server itself keeps running."""
