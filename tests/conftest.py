@@ -1,5 +1,8 @@
 """Shared test set-up.
 
+``watched_tls`` gives the TLS tests every TLS object made during a test,
+each watched for two threads inside at once (tests/tlsprobe.py).
+
 An audit hook makes sure no test in this process connects or sends anywhere
 but the loopback network: the course only ever talks to 127.0.0.0/8.
 """
@@ -9,6 +12,9 @@ from __future__ import annotations
 import ipaddress
 import socket
 import sys
+
+import pytest
+from tlsprobe import OneAtATime, watch_tls_channels
 
 
 def _is_loopback(address) -> bool:
@@ -31,3 +37,9 @@ def _only_loopback(event: str, args: tuple) -> None:
 
 
 sys.addaudithook(_only_loopback)
+
+
+@pytest.fixture
+def watched_tls(monkeypatch) -> list[OneAtATime]:
+    """Every ``TLSChannel`` made during the test, its TLS object watched by ``OneAtATime``."""
+    return watch_tls_channels(monkeypatch)

@@ -10,7 +10,7 @@ import threading
 
 import pytest
 import trustme
-from test_engines import OneAtATime
+from tlsprobe import OneAtATime
 
 from chatlib.client import ChatClient, ChatConnectionError, ChatError
 from chatlib.framing import FrameDecoder, encode_frame
@@ -336,24 +336,6 @@ def test_tls_clients_that_send_while_they_receive_get_every_line(engine, authori
     with tls_room(engine, authority, members, lines) as server:
         heard = flood(server, authority, clients, members, lines)
     check_flood(heard, members, lines)
-
-
-@pytest.fixture
-def watched_tls(monkeypatch) -> list[OneAtATime]:
-    """Every ``TLSChannel`` made during the test, its TLS object watched by ``OneAtATime``."""
-    from chatlib import tls
-
-    watched: list[OneAtATime] = []
-    original_init = tls.TLSChannel.__init__
-
-    def watch(self, *args, **options):
-        original_init(self, *args, **options)
-        self._tls = OneAtATime(self._tls)
-        self._tls.server_side = self.server_side
-        watched.append(self._tls)
-
-    monkeypatch.setattr(tls.TLSChannel, "__init__", watch)
-    return watched
 
 
 def test_the_probe_sees_two_threads_inside_at_once():

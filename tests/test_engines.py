@@ -303,50 +303,6 @@ def test_tls_members_that_send_and_receive_at_once_get_every_byte(engine, tls_co
         assert texts == [line_text(sender, n) for n in range(lines)]
 
 
-class OneAtATime:
-    """Stands in for a TLS object and counts the calls made while another was inside it."""
-
-    def __init__(self, tls):
-        self._tls = tls
-        self._inside = threading.Lock()
-        self.overlaps = 0
-        self.threads: set[str] = set()
-
-    def __getattr__(self, name):
-        method = getattr(self._tls, name)
-
-        def one_at_a_time(*args):
-            if not self._inside.acquire(blocking=False):
-                self.overlaps += 1
-                return method(*args)
-            try:
-                self.threads.add(threading.current_thread().name)
-                time.sleep(0)  # let another thread try to come in meanwhile
-                return method(*args)
-            finally:
-                self._inside.release()
-
-        return one_at_a_time
-
-
-@pytest.fixture
-def watched_tls(monkeypatch) -> list[OneAtATime]:
-    """Every ``TLSChannel`` made during the test, its TLS object watched by ``OneAtATime``."""
-    from chatlib import tls
-
-    watched: list[OneAtATime] = []
-    original_init = tls.TLSChannel.__init__
-
-    def watch(self, *args, **options):
-        original_init(self, *args, **options)
-        self._tls = OneAtATime(self._tls)
-        self._tls.server_side = self.server_side
-        watched.append(self._tls)
-
-    monkeypatch.setattr(tls.TLSChannel, "__init__", watch)
-    return watched
-
-
 def test_the_threads_engine_never_uses_a_tls_state_from_two_threads_at_once(
     tls_contexts, watched_tls
 ):
