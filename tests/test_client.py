@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import json
-import queue
 import socket
 import ssl
 import threading
 
+import chatevents
 import pytest
 import trustme
 from tlsprobe import OneAtATime
@@ -36,16 +36,7 @@ def client_for(handle, **options) -> ChatClient:
 
 
 def next_of(client: ChatClient, kind: str) -> dict:
-    """The next event of type ``kind``, skipping others; fails instead of hanging."""
-    while True:
-        try:
-            event = client.events.get(timeout=WAIT)
-        except queue.Empty:
-            pytest.fail(f"no {kind!r} event within {WAIT} s")
-        if event["type"] == kind:
-            return event
-        if event["type"] == "disconnected":
-            pytest.fail(f"disconnected while waiting for {kind!r}: {event}")
+    return chatevents.next_of(client, kind, WAIT)
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import sys
 import threading
 
 import pytest
+from chatevents import next_of
 
 from chatlib.client import ChatClient
 from chatlib.history import MessageStore, StoreError
@@ -30,14 +31,6 @@ def engine(request):
 def store(tmp_path):
     with MessageStore(tmp_path / "chat.db") as store:
         yield store
-
-
-def next_of(client: ChatClient, kind: str) -> dict:
-    while True:
-        event = client.events.get(timeout=WAIT)
-        assert event["type"] != "disconnected", event
-        if event["type"] == kind:
-            return event
 
 
 # The store on its own ------------------------------------------------------------------

@@ -11,6 +11,7 @@ import time
 
 import pytest
 import trustme
+from chatevents import next_of
 from cryptography import x509
 from test_history import ServeProcess
 
@@ -53,14 +54,6 @@ def chatlib(*args: str, stdin: str = "") -> subprocess.CompletedProcess:
         text=True,
         timeout=WAIT,
     )
-
-
-def next_of(client: ChatClient, kind: str) -> dict:
-    while True:
-        event = client.events.get(timeout=WAIT)
-        assert event["type"] != "disconnected", event
-        if event["type"] == kind:
-            return event
 
 
 # The classroom's certificates ------------------------------------------------------------
